@@ -1,0 +1,364 @@
+"""Typed configuration: YAML files loaded into frozen pydantic models.
+
+Every numeric field carries its unit in its name. Unknown keys are rejected, and
+`load_config` reports every problem of a file at once, each with its key path, the
+rejected value and how to fix it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ForecastModelName = Literal["auto", "seasonal_naive", "holt_winters", "stl_ets", "none"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScalingPolicy(StrictModel):
+    """One HPA rate policy: change at most `value` pods or percent per `period_seconds`."""
+
+    type: Literal["Pods", "Percent"] = Field(description="Pods: an absolute count; Percent: a share of the replicas at the start of the period.")
+    value: int = Field(gt=0, description="Pods or percent allowed per period.")
+    period_seconds: int = Field(gt=0, le=1800, description="Length of the look-back period in seconds (HPA allows 1..1800).")
+
+
+class ScalingRules(StrictModel):
+    """Stabilization and rate limits for one direction, with the HPA's autoscaling/v2 meaning."""
+
+    stabilization_window_seconds: int = Field(ge=0, le=3600, description="Seconds of past recommendations considered before changing in this direction.")
+    select_policy: Literal["Max", "Min", "Disabled"] = Field(default="Max", description="Max: the policy allowing the largest change wins; Min: the smallest; Disabled: no change in this direction.")
+    policies: tuple[ScalingPolicy, ...] = Field(min_length=1, description="Rate policies; see select_policy.")
+
+
+def _default_scale_up() -> ScalingRules:
+    return ScalingRules(
+        stabilization_window_seconds=60,
+        select_policy="Max",
+        policies=(
+            ScalingPolicy(type="Percent", value=50, period_seconds=30),
+            ScalingPolicy(type="Pods", value=10, period_seconds=30),
+        ),
+    )
+
+
+def _default_scale_down() -> ScalingRules:
+    return ScalingRules(
+        stabilization_window_seconds=600,
+        select_policy="Max",
+        policies=(ScalingPolicy(type="Percent", value=5, period_seconds=120),),
+    )
+
+
+class Behavior(StrictModel):
+    """HPA-compatible behavior; defaults suit data-processing agents (fast up, slow down)."""
+
+    scale_up: ScalingRules = Field(default_factory=_default_scale_up)
+    scale_down: ScalingRules = Field(default_factory=_default_scale_down)
+
+
+def kubernetes_hpa_default_behavior() -> Behavior:
+    """The behavior a Kubernetes HPA applies when its spec sets none (autoscaling/v2 defaults)."""
+    return Behavior(
+        scale_up=ScalingRules(
+            stabilization_window_seconds=0,
+            select_policy="Max",
+            policies=(
+                ScalingPolicy(type="Percent", value=100, period_seconds=15),
+                ScalingPolicy(type="Pods", value=4, period_seconds=15),
+            ),
+        ),
+        scale_down=ScalingRules(
+            stabilization_window_seconds=300,
+            select_policy="Max",
+            policies=(ScalingPolicy(type="Percent", value=100, period_seconds=15),),
+        ),
+    )
+
+
+class TargetRef(StrictModel):
+    """The Kubernetes object whose scale subresource the daemon changes."""
+
+    api_version: str = Field(default="apps/v1", description="API group/version of the target.")
+    kind: str = Field(default="Deployment", description="Deployment, StatefulSet, or any kind with a scale subresource.")
+    namespace: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=253)
+
+
+class TraceSourceConfig(StrictModel):
+    """Replays a CSV trace (`timestamp,value`, requests per interval) on the wall clock."""
+
+    kind: Literal["trace"]
+    path: Path = Field(description="CSV file with the header timestamp,value.")
+    speedup_ratio: float = Field(default=1.0, gt=0, description="Trace seconds replayed per wall-clock second.")
+
+
+SourceConfig = Annotated[Union[TraceSourceConfig], Field(discriminator="kind")]
+
+
+class SignalConfig(StrictModel):
+    """One signal the workload scales on, like one metric of an HPA."""
+
+    name: str = Field(min_length=1, description="Unique within the workload; used in logs and metrics.")
+    role: Literal["load", "backlog"] = Field(
+        description="load: arrival rate in units per second, forecast and served by capacity_per_replica; "
+        "backlog: a queue length such as consumer lag, served by target_per_replica."
+    )
+    target_per_replica: float | None = Field(default=None, gt=0, description="For backlog signals: backlog one replica may hold (default 1000 records of lag).")
+    stale_after_seconds: float = Field(default=120.0, gt=0, description="A sample older than this is unknown, never zero.")
+    source: SourceConfig
+
+
+class ForecasterConfig(StrictModel):
+    """How the load signal is forecast."""
+
+    model: ForecastModelName = Field(default="auto", description="auto picks by rolling-origin backtest (MASE); none disables forecasting.")
+    resolution_seconds: int = Field(default=300, ge=1, description="History is averaged into buckets of this length before fitting.")
+    season_length_seconds: int = Field(default=86400, gt=0, description="Length of one season (86400 for a daily cycle).")
+    history_window_seconds: int = Field(default=7 * 86400, gt=0, description="History kept and used for fitting.")
+    upper_quantile_ratio: float = Field(default=0.9, gt=0.5, lt=1.0, description="Quantile of the forecast used for headroom.")
+    refit_interval_seconds: int = Field(default=86400, gt=0, description="Full refit (parameter optimization and model selection) period.")
+    update_interval_seconds: int = Field(default=900, gt=0, description="Period of cheap updates that rerun the fitted model on new history.")
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> "ForecasterConfig":
+        if self.season_length_seconds % self.resolution_seconds != 0:
+            raise ValueError(
+                f"season_length_seconds={self.season_length_seconds} is not a multiple of "
+                f"resolution_seconds={self.resolution_seconds}; pick a resolution that divides the season"
+            )
+        if self.update_interval_seconds > self.refit_interval_seconds:
+            raise ValueError(
+                f"update_interval_seconds={self.update_interval_seconds} exceeds refit_interval_seconds="
+                f"{self.refit_interval_seconds}; set it to at most the refit interval"
+            )
+        return self
+
+
+class WorkloadConfig(StrictModel):
+    """One scaled workload."""
+
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", description="Unique workload id used in logs and metrics.")
+    target: TargetRef
+    budget: str = Field(default="default", description="Name of the budget this workload spends from.")
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(gt=0)
+    capacity_per_replica: float = Field(gt=0, description="Load units per second one ready replica serves at full utilization.")
+    target_utilization_ratio: float = Field(default=0.8, gt=0, le=1.0, description="Share of capacity_per_replica planned for, as an HPA utilization target.")
+    tolerance_ratio: float = Field(default=0.1, ge=0, lt=1.0, description="No change while load/target stays within 1 +- this ratio (HPA default 0.1).")
+    startup_lead_seconds: int = Field(default=480, ge=0, description="Seconds until a new replica serves load.")
+    forecast_horizon_seconds: int = Field(default=900, gt=0, description="How far ahead the forecast proposal looks; at least startup_lead_seconds.")
+    signals: tuple[SignalConfig, ...] = Field(min_length=1)
+    forecaster: ForecasterConfig = Field(default_factory=ForecasterConfig)
+    behavior: Behavior = Field(default_factory=Behavior)
+
+    @model_validator(mode="after")
+    def _check(self) -> "WorkloadConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} exceeds max_replicas={self.max_replicas}; lower min_replicas or raise max_replicas")
+        if self.forecast_horizon_seconds < self.startup_lead_seconds:
+            raise ValueError(
+                f"forecast_horizon_seconds={self.forecast_horizon_seconds} is shorter than startup_lead_seconds="
+                f"{self.startup_lead_seconds}; the forecast must look at least one startup lead ahead"
+            )
+        names = [signal.name for signal in self.signals]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"signal names {duplicates} are repeated; give each signal a unique name")
+        load_signals = [signal.name for signal in self.signals if signal.role == "load"]
+        if len(load_signals) != 1:
+            raise ValueError(f"expected exactly one signal with role 'load', found {len(load_signals)} ({load_signals}); the load signal is the one the forecaster uses")
+        return self
+
+    @property
+    def load_signal(self) -> SignalConfig:
+        return next(signal for signal in self.signals if signal.role == "load")
+
+
+class BudgetTier(StrictModel):
+    """Applies while the remaining budget share is above `above_remaining_ratio`."""
+
+    name: str
+    above_remaining_ratio: float = Field(ge=0, lt=1.0, description="Tier applies while remaining share > this; the lowest tier should use 0.")
+    scale_factor_ratio: float = Field(gt=0, le=1.0, description="Multiplier on the planned replica count.")
+    spot_ratio: float = Field(ge=0, le=1.0, description="Share of replicas placed on spot capacity.")
+    aggressive_scale_down: bool = Field(default=True, description="false: budget cuts follow the scale-down rate policy instead of applying at once.")
+
+
+def _default_tiers() -> tuple[BudgetTier, ...]:
+    return (
+        BudgetTier(name="comfortable", above_remaining_ratio=0.6, scale_factor_ratio=1.0, spot_ratio=0.6),
+        BudgetTier(name="tight", above_remaining_ratio=0.3, scale_factor_ratio=0.85, spot_ratio=0.8),
+        BudgetTier(name="critical", above_remaining_ratio=0.0, scale_factor_ratio=0.6, spot_ratio=0.9, aggressive_scale_down=False),
+    )
+
+
+class BudgetConfig(StrictModel):
+    """Money available to a group of workloads per period and how it shapes scaling."""
+
+    period_seconds: int = Field(default=86400, gt=0, description="Budget period; spend resets at each period boundary (aligned to the Unix epoch).")
+    amount: float | None = Field(default=None, gt=0, description="Money per period; give this or max_hourly_cost.")
+    max_hourly_cost: float | None = Field(default=None, gt=0, description="Maximum planned spend per hour; give this or amount.")
+    on_demand_price_per_replica_hour: float = Field(gt=0)
+    spot_price_per_replica_hour: float = Field(gt=0)
+    max_spot_ratio: float = Field(default=0.9, ge=0, le=1.0, description="Upper bound for any tier's spot_ratio.")
+    min_on_demand_replicas: int = Field(default=1, ge=0, description="On-demand replicas kept whatever the spot ratio.")
+    alert_threshold_ratio: float = Field(default=0.7, gt=0, description="Alert when hourly spend reaches this share of max_hourly_cost.")
+    hard_ceiling_ratio: float = Field(default=1.2, gt=0, description="Never plan hourly spend above this multiple of max_hourly_cost.")
+    tiers: tuple[BudgetTier, ...] = Field(default_factory=_default_tiers, min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "BudgetConfig":
+        if (self.amount is None) == (self.max_hourly_cost is None):
+            raise ValueError("set exactly one of amount and max_hourly_cost; the other is derived from period_seconds")
+        for index, tier in enumerate(self.tiers):
+            if tier.spot_ratio > self.max_spot_ratio:
+                raise ValueError(
+                    f"tiers[{index}] ({tier.name}) spot_ratio={tier.spot_ratio} exceeds max_spot_ratio={self.max_spot_ratio}; "
+                    "lower the tier's spot_ratio or raise max_spot_ratio"
+                )
+        thresholds = [tier.above_remaining_ratio for tier in self.tiers]
+        if thresholds != sorted(thresholds, reverse=True) or len(set(thresholds)) != len(thresholds):
+            raise ValueError(f"tier above_remaining_ratio values {thresholds} must be strictly decreasing")
+        if thresholds[-1] != 0:
+            raise ValueError(f"the last tier must have above_remaining_ratio 0 so that every remaining share has a tier (found {thresholds[-1]})")
+        if self.hard_ceiling_ratio < self.alert_threshold_ratio:
+            raise ValueError(f"hard_ceiling_ratio={self.hard_ceiling_ratio} is below alert_threshold_ratio={self.alert_threshold_ratio}; the alert must come first")
+        return self
+
+    @property
+    def period_amount(self) -> float:
+        if self.amount is not None:
+            return self.amount
+        assert self.max_hourly_cost is not None
+        return self.max_hourly_cost * self.period_seconds / 3600.0
+
+    @property
+    def hourly_cost_limit(self) -> float:
+        if self.max_hourly_cost is not None:
+            return self.max_hourly_cost
+        return self.period_amount * 3600.0 / self.period_seconds
+
+
+class SimulatedActuatorConfig(StrictModel):
+    spot_preemptions_per_hour_ratio: float = Field(default=0.0, ge=0, description="Chance per spot replica per hour of a preemption.")
+    seed: int = Field(default=1)
+
+
+class DaemonConfig(StrictModel):
+    """Settings of the daemon process itself."""
+
+    tick_seconds: float = Field(default=15.0, gt=0, description="Evaluation period of every workload.")
+    event_debounce_seconds: float = Field(default=0.2, ge=0, description="Events for one workload inside this window trigger one evaluation.")
+    actuator: Literal["log", "simulated"] = Field(default="log", description="log: dry run that only logs; simulated: an in-process cluster model.")
+    simulated: SimulatedActuatorConfig = Field(default_factory=SimulatedActuatorConfig)
+    metrics_address: str = Field(default="0.0.0.0:9464", description="host:port serving /metrics.")
+    log_format: Literal["json", "console"] = Field(default="json")
+    state_file: Path | None = Field(default=None, description="Per-workload state snapshot for restarts; none disables it.")
+    state_snapshot_interval_seconds: float = Field(default=60.0, gt=0, description="Snapshot period; bounds the state lost in a crash.")
+    fit_workers: int = Field(default=1, ge=1, description="Processes that fit forecasters off the event loop.")
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"metrics_address {value!r} is not host:port; use for example 0.0.0.0:9464")
+        return value
+
+
+class AppConfig(StrictModel):
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    budgets: dict[str, BudgetConfig] = Field(min_length=1)
+    workloads: tuple[WorkloadConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "AppConfig":
+        names = [workload.name for workload in self.workloads]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"workload names {repeated} are repeated; each workload needs a unique name")
+        for workload in self.workloads:
+            if workload.budget not in self.budgets:
+                raise ValueError(f"workload {workload.name!r} refers to budget {workload.budget!r}, which is not defined; define it under budgets or use one of {sorted(self.budgets)}")
+        return self
+
+
+class ConfigError(Exception):
+    """Raised with every problem found in one config file; `problems` holds one line each."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"invalid config {self.path}: {len(problems)} problem(s)\n{listing}")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"] if part not in ("function-after", "tagged-union"))
+    kind = error["type"]
+    value = error.get("input")
+    message = error["msg"]
+    if kind == "extra_forbidden":
+        hint = "remove the key or check its spelling"
+    elif kind == "missing":
+        hint = "add this required key"
+        return f"{location or '<root>'}: missing; {hint}"
+    elif kind == "value_error":
+        return f"{location or '<root>'}: {message.removeprefix('Value error, ')}"
+    else:
+        hint = "change the value"
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    return f"{location or '<root>'}: {message} (got {shown}); {hint}"
+
+
+def parse_config(data: Any, source: Path | str = "<memory>") -> AppConfig:
+    """Validate already-parsed YAML data, raising ConfigError with every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"<root>: expected a mapping with keys daemon, budgets, workloads (got {type(data).__name__})"])
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(error) for error in exc.errors()]) from None
+
+
+def load_config(path: Path | str) -> AppConfig:
+    """Read and validate a YAML config file, raising ConfigError naming every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found; pass an existing file, for example config/example.yaml"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"cannot read the file ({exc}); check its permissions and encoding (UTF-8)"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, [f"YAML syntax error at {where}: {problem}; fix the indentation or quoting there"]) from None
+    config = parse_config(data, path)
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: AppConfig, base: Path) -> AppConfig:
+    """Resolve relative trace paths against the config file's folder, then the working directory."""
+    workloads = []
+    for workload in config.workloads:
+        signals = []
+        for signal in workload.signals:
+            source = signal.source
+            if isinstance(source, TraceSourceConfig) and not source.path.is_absolute():
+                candidate = base / source.path
+                if not candidate.exists() and source.path.exists():
+                    candidate = source.path
+                source = source.model_copy(update={"path": candidate})
+            signals.append(signal.model_copy(update={"source": source}))
+        workloads.append(workload.model_copy(update={"signals": tuple(signals)}))
+    return config.model_copy(update={"workloads": tuple(workloads)})

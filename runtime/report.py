@@ -1,0 +1,113 @@
+"""Output of `simulate`: the per-policy table, the JSON report, the decisions CSV and the chart."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from runtime.simulate import POLICIES, SimulationResult
+
+
+def report_dict(result: SimulationResult) -> dict[str, object]:
+    setup = result.setup
+    return {
+        "trace": setup.trace.path,
+        "capacity_per_replica": setup.workload.capacity_per_replica,
+        "workload": setup.workload.name,
+        "tick_seconds": setup.tick_seconds,
+        "warmup_seconds": setup.warmup_seconds,
+        "scored_seconds": setup.eval_end - setup.eval_start,
+        "startup_lead_seconds": setup.workload.startup_lead_seconds,
+        "hpa_target_utilization_ratio": setup.hpa_target_utilization_ratio,
+        "forecaster": result.forecaster_summary,
+        "policies": {name: result.scores[name].as_dict() for name in POLICIES},
+    }
+
+
+def format_table(result: SimulationResult) -> str:
+    headers = ("policy", "SLO viol. min", "unserved", "replica-h", "cost", "spot share", "actions")
+    rows = []
+    for name in POLICIES:
+        score = result.scores[name]
+        rows.append((
+            name,
+            f"{score.slo_violation_minutes:.1f}",
+            f"{score.unserved_fraction * 100:.3f} %",
+            f"{score.replica_hours:.1f}",
+            f"{score.cost:.2f}",
+            f"{score.spot_share * 100:.1f} %",
+            str(score.scaling_actions),
+        ))
+    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(headers)]
+    lines = ["  ".join(header.ljust(widths[i]) if i == 0 else header.rjust(widths[i]) for i, header in enumerate(headers))]
+    lines.append("  ".join("-" * width for width in widths))
+    for row in rows:
+        lines.append("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+    return "\n".join(lines)
+
+
+def write_report(result: SimulationResult, path: Path) -> None:
+    path.write_text(json.dumps(report_dict(result), indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def write_decisions(result: SimulationResult, path: Path) -> None:
+    """One row per tick and policy, so any tool can re-score the runs.
+
+    static_peak and oracle are defined on the scoring grid; they are sampled at the
+    predictive policy's tick times so that every policy has the same rows.
+    """
+    predictive = result.runs["predictive"]
+    ticks = predictive.tick_times
+    setup = result.setup
+    index = np.clip(np.floor((ticks - setup.trace.start) / setup.trace.interval_seconds).astype(int), 0, len(setup.trace.counts) - 1)
+    load = setup.trace.rates[index]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("timestamp", "policy", "load_per_second", "forecast_per_second", "requested_replicas", "ready_replicas", "on_demand_replicas", "spot_replicas"))
+        for name in POLICIES:
+            run = result.runs[name]
+            if run.tick_times is ticks or np.array_equal(run.tick_times, ticks):
+                positions = np.arange(len(ticks))
+            else:
+                positions = np.clip(np.searchsorted(run.tick_times, ticks, side="right") - 1, 0, len(run.tick_times) - 1)
+            for row, position in enumerate(positions):
+                forecast = run.forecast[position]
+                writer.writerow((
+                    f"{ticks[row]:.0f}", name, f"{load[row]:.6g}",
+                    "" if np.isnan(forecast) else f"{forecast:.6g}",
+                    int(run.requested[position]), int(run.ready[position]),
+                    int(run.on_demand[position]), int(run.spot[position]),
+                ))
+
+
+def write_chart(result: SimulationResult, path: Path) -> None:
+    """Plot load, forecast and ready capacity per policy, and the budget remaining."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    setup = result.setup
+    capacity = setup.workload.capacity_per_replica
+    hours = lambda times: (times - setup.eval_start) / 3600.0  # noqa: E731
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(14, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot(hours(result.grid_times), result.grid_load, color="black", linewidth=0.6, label="load (units/s)")
+    predictive = result.runs["predictive"]
+    top.plot(hours(predictive.tick_times), predictive.forecast, color="tab:purple", linewidth=0.6, alpha=0.8, label="forecast upper quantile over lead")
+    colors = {"predictive": "tab:green", "hpa": "tab:red", "hpa_same_spend": "tab:orange", "oracle": "tab:blue", "static_peak": "tab:gray"}
+    for name in POLICIES:
+        run = result.runs[name]
+        top.step(hours(run.tick_times), run.ready * capacity, where="post", linewidth=0.7, color=colors[name], alpha=0.85, label=f"{name} ready capacity")
+    top.set_ylabel("units per second")
+    top.set_title(f"{setup.workload.name} on {Path(setup.trace.path).name}: lead {setup.workload.startup_lead_seconds} s, tick {setup.tick_seconds:g} s")
+    top.legend(loc="upper right", fontsize=7, ncol=2)
+    bottom.plot(hours(predictive.tick_times), predictive.budget_remaining, color="tab:green", linewidth=0.8)
+    bottom.set_ylabel("budget remaining")
+    bottom.set_ylim(0, 1.05)
+    bottom.set_xlabel("hours since the scored period began")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
