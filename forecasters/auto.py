@@ -88,8 +88,16 @@ def fit_job(requested: str, history: np.ndarray, season: int, upper_quantile_rat
     fitted: dict[str, FittedModel] = {}
     failures = []
     for name in names:
+        forecaster = FORECASTERS[name]()
+        held_out = len(history) - len(train)
+        if len(train) < forecaster.min_history(season):
+            # Too short to hold a season out: fit on all of it, unscored (or fail on its length).
+            held_out = 0
         try:
-            model = FORECASTERS[name]().fit(train, season, upper_quantile_ratio, train_end_index)
+            if held_out:
+                model = forecaster.fit(train, season, upper_quantile_ratio, train_end_index)
+            else:
+                model = forecaster.fit(history, season, upper_quantile_ratio, end_index)
         except InsufficientHistory as exc:
             failures.append(str(exc))
             continue
@@ -98,7 +106,7 @@ def fit_job(requested: str, history: np.ndarray, season: int, upper_quantile_rat
             continue
         outcome.warnings.extend(f"{name}: {warning}" for warning in model.fit_warnings)
         fitted[name] = model
-        score = backtest(model, history, len(train), horizon, end_index, scale) if test_span >= horizon else float("nan")
+        score = backtest(model, history, len(train), horizon, end_index, scale) if held_out >= horizon else float("nan")
         outcome.scores[name] = round(score, 4) if np.isfinite(score) else float("nan")
         rank = score if np.isfinite(score) else float("inf")
         if best_name is None or rank < best_score:
