@@ -1,0 +1,21 @@
+# Slim runtime image for the in-cluster daemon: `agent-autoscaler run` as a non-root user.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY runtime ./runtime
+COPY forecasters ./forecasters
+COPY actuators ./actuators
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+RUN groupadd --system --gid 10001 autoscaler \
+    && useradd --system --uid 10001 --gid autoscaler --no-create-home autoscaler
+COPY --from=build /install /usr/local
+# The example config names its trace as ../data/..., so config and data stay siblings.
+COPY config /opt/agent-autoscaler/config
+COPY data /opt/agent-autoscaler/data
+USER 10001:10001
+ENV PYTHONUNBUFFERED=1
+EXPOSE 9464
+ENTRYPOINT ["agent-autoscaler"]
+CMD ["run", "--config", "/opt/agent-autoscaler/config/example.yaml"]
