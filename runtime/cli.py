@@ -155,6 +155,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_daemon(config, duration_seconds=args.duration_seconds))
 
 
+def cmd_manifests(args: argparse.Namespace) -> int:
+    from runtime.manifests import ManifestError, render
+
+    try:
+        text = render(args.namespace, args.image, args.target_namespace or ["default"])
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent-autoscaler", description="Predictive, budget-aware autoscaler for data-processing agent workloads.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--config", help="YAML config file (default: config/example.yaml)")
     validate.add_argument("config_file", nargs="?", help="same as --config")
     validate.set_defaults(func=cmd_validate_config)
+
+    manifests = sub.add_parser("manifests", help="print the Kubernetes manifests from deploy/ for a namespace and image")
+    manifests.add_argument("--namespace", default="agent-autoscaler", help="namespace of the daemon, its ServiceAccount and Lease (default: agent-autoscaler)")
+    manifests.add_argument("--image", default="agent-autoscaler:0.1.0", help="container image of the daemon (default: agent-autoscaler:0.1.0)")
+    manifests.add_argument("--target-namespace", action="append", help="namespace whose workloads the daemon may scale; repeat for several (default: default)")
+    manifests.set_defaults(func=cmd_manifests)
     return parser
 
 
