@@ -98,7 +98,120 @@ class TraceSourceConfig(StrictModel):
     speedup_ratio: float = Field(default=1.0, gt=0, description="Trace seconds replayed per wall-clock second.")
 
 
-SourceConfig = Annotated[Union[TraceSourceConfig], Field(discriminator="kind")]
+class PrometheusSourceConfig(StrictModel):
+    """Reads a signal with a PromQL instant query each poll, and its history with range queries at start.
+
+    Credentials come from a file or an environment variable, never from the config
+    itself, and are never logged.
+    """
+
+    kind: Literal["prometheus"]
+    url: str = Field(pattern=r"^https?://", description="Base URL of the Prometheus server, for example http://prometheus:9090.")
+    query: str = Field(min_length=1, description="PromQL instant query that must return exactly one series.")
+    query_id: str | None = Field(default=None, description="Name of the query in logs; defaults to workload/signal.")
+    history_query: str | None = Field(default=None, description="PromQL for the history range queries; defaults to query.")
+    history_window_seconds: int = Field(default=14 * 86400, ge=0, description="History loaded at start; 0 disables the backfill.")
+    history_step_seconds: int = Field(default=60, gt=0, description="Resolution of the history range queries.")
+    poll_interval_seconds: float = Field(default=15.0, gt=0, description="Period of the instant query.")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="HTTP timeout of one query.")
+    backoff_initial_seconds: float = Field(default=1.0, gt=0, description="First retry delay after a failed query; doubles up to backoff_max_seconds.")
+    backoff_max_seconds: float = Field(default=60.0, gt=0, description="Longest retry delay after repeated failures.")
+    bearer_token_file: Path | None = Field(default=None, description="File containing a bearer token.")
+    bearer_token_env: str | None = Field(default=None, description="Environment variable containing a bearer token.")
+    basic_auth_username: str | None = Field(default=None, description="User name for HTTP basic auth.")
+    basic_auth_password_file: Path | None = Field(default=None, description="File containing the basic auth password.")
+    basic_auth_password_env: str | None = Field(default=None, description="Environment variable containing the basic auth password.")
+    tls_ca_file: Path | None = Field(default=None, description="CA bundle used to verify an https URL; the system store when unset.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent with every query.")
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> "PrometheusSourceConfig":
+        bearer = [name for name in ("bearer_token_file", "bearer_token_env") if getattr(self, name) is not None]
+        password = [name for name in ("basic_auth_password_file", "basic_auth_password_env") if getattr(self, name) is not None]
+        if len(bearer) > 1 or len(password) > 1:
+            raise ValueError(f"set at most one of {bearer + password}; give each secret from one place")
+        if bearer and (password or self.basic_auth_username is not None):
+            raise ValueError("set either a bearer token or basic auth, not both")
+        if (self.basic_auth_username is None) != (not password):
+            raise ValueError("basic auth needs basic_auth_username and one of basic_auth_password_file or basic_auth_password_env")
+        if any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError("headers must not contain Authorization; use bearer_token_file, bearer_token_env or basic auth so the secret is never in the config")
+        if self.backoff_initial_seconds > self.backoff_max_seconds:
+            raise ValueError(f"backoff_initial_seconds={self.backoff_initial_seconds} exceeds backoff_max_seconds={self.backoff_max_seconds}; lower the first or raise the second")
+        return self
+
+
+class KafkaConnectionConfig(StrictModel):
+    """How to reach a Kafka cluster; the SASL password comes from a file or an environment variable."""
+
+    bootstrap_servers: str = Field(min_length=1, description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(default="PLAINTEXT")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(default="PLAIN")
+    sasl_username: str | None = Field(default=None)
+    sasl_password_file: Path | None = Field(default=None, description="File containing the SASL password.")
+    sasl_password_env: str | None = Field(default=None, description="Environment variable containing the SASL password.")
+    tls_ca_file: Path | None = Field(default=None, description="CA bundle for SSL and SASL_SSL; the system store when unset.")
+    request_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one broker request.")
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> "KafkaConnectionConfig":
+        uses_sasl = self.security_protocol.startswith("SASL")
+        has_password = self.sasl_password_file is not None or self.sasl_password_env is not None
+        if self.sasl_password_file is not None and self.sasl_password_env is not None:
+            raise ValueError("set only one of sasl_password_file and sasl_password_env")
+        if uses_sasl and (self.sasl_username is None or not has_password):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and one of sasl_password_file or sasl_password_env")
+        if not uses_sasl and (self.sasl_username is not None or has_password):
+            raise ValueError(f"SASL credentials are set but security_protocol is {self.security_protocol}; use SASL_PLAINTEXT or SASL_SSL, or remove them")
+        return self
+
+
+class KafkaLagSourceConfig(KafkaConnectionConfig):
+    """Consumer lag of one group computed from the broker's offsets each poll.
+
+    On a signal with role backlog it emits the lag in records, with the activation
+    threshold and replica cap applied; on a signal with role load it emits the arrival
+    rate (growth of the log-end offsets, records per second). Signals of one workload
+    with equal settings share one connection.
+    """
+
+    kind: Literal["kafka_lag"]
+    group_id: str = Field(min_length=1, description="Consumer group whose lag is measured.")
+    topics: tuple[str, ...] = Field(min_length=1, description="Topics the group consumes.")
+    offset_reset_policy: Literal["latest", "earliest"] = Field(default="latest", description="The group's auto.offset.reset: how partitions without a committed offset count.")
+    lag_threshold: int = Field(default=1000, ge=1, description="Records of lag one replica may hold; used as target_per_replica when that is unset.")
+    activation_lag_threshold: int = Field(default=0, ge=0, description="Total lag must exceed this to scale from 0 to 1.")
+    allow_idle_consumers: bool = Field(default=False, description="false: replicas are capped at the partition count.")
+    limit_to_partitions_with_lag: bool = Field(default=False, description="true: replicas are capped at the number of partitions with lag.")
+    stuck_partition_after_seconds: float | None = Field(default=300.0, gt=0, description="A partition with lag whose committed offset has not moved for this long is stuck and left out of the demand; none disables it.")
+    poll_interval_seconds: float = Field(default=5.0, gt=0, description="Period of the offset queries.")
+    rate_window_seconds: float = Field(default=60.0, gt=0, description="Window over which arrival and consumption rates are measured.")
+    backoff_max_seconds: float = Field(default=60.0, gt=0, description="Longest retry delay after repeated broker errors.")
+
+
+class KafkaEventsSourceConfig(KafkaConnectionConfig):
+    """Lag events read from a Kafka topic; each accepted event triggers an immediate evaluation.
+
+    The event schema is documented in docs/lag-events.md. Signals with equal
+    connection, topic and group_id settings share one consumer, which routes each
+    event to the signals it matches: by `workload` name, or by consumer group and
+    topic through match_group and match_topic.
+    """
+
+    kind: Literal["kafka_events"]
+    topic: str = Field(min_length=1, description="Topic the lag events are read from.")
+    group_id: str = Field(default="agent-autoscaler-lag-events", min_length=1, description="Consumer group of the daemon itself; offsets are committed after processing.")
+    match_group: str | None = Field(default=None, description="Also accept events that name this consumer group instead of the workload.")
+    match_topic: str | None = Field(default=None, description="With match_group: accept only events for this topic.")
+    max_event_bytes: int = Field(default=65536, gt=0, description="Larger events are rejected as oversize.")
+    max_future_seconds: float = Field(default=30.0, ge=0, description="Events stamped further ahead of the daemon's clock are rejected.")
+    max_age_seconds: float = Field(default=300.0, gt=0, description="Events older than this are rejected.")
+
+
+SourceConfig = Annotated[
+    Union[TraceSourceConfig, PrometheusSourceConfig, KafkaLagSourceConfig, KafkaEventsSourceConfig],
+    Field(discriminator="kind"),
+]
 
 
 class SignalConfig(StrictModel):

@@ -34,7 +34,7 @@ from actuators.log import LogActuator
 from actuators.simulated import SimulatedActuator
 from forecasters import fit_job
 from runtime.budget import BudgetLedger
-from runtime.config import AppConfig, TraceSourceConfig
+from runtime.config import AppConfig, KafkaEventsSourceConfig, KafkaLagSourceConfig, PrometheusSourceConfig, TraceSourceConfig
 from runtime.evaluator import WorkloadRuntime
 from runtime.logs import configure_logging
 from runtime.metrics import DaemonMetrics
@@ -105,11 +105,36 @@ class TraceReplaySource(SignalSource):
 
 
 def build_sources(config: AppConfig) -> list[SignalSource]:
+    # Imported here because those modules subclass SignalSource from this one.
+    from runtime.kafka_sources import KafkaEventsSource, KafkaLagSource
+    from runtime.lag_events import EventRoute
+    from runtime.prometheus_source import PrometheusSource
+
     sources: list[SignalSource] = []
+    # Signals of one workload with equal kafka_lag settings share one connection.
+    lag_signals: dict[tuple[str, KafkaLagSourceConfig], list[tuple[str, str]]] = {}
+    # Signals reading the same events topic in the same group share one consumer.
+    event_consumers: dict[tuple[object, ...], tuple[KafkaEventsSourceConfig, list[EventRoute]]] = {}
     for workload in config.workloads:
         for signal_config in workload.signals:
-            if isinstance(signal_config.source, TraceSourceConfig):
-                sources.append(TraceReplaySource(workload.name, signal_config.name, signal_config.source, config.daemon.tick_seconds))
+            source = signal_config.source
+            if isinstance(source, TraceSourceConfig):
+                sources.append(TraceReplaySource(workload.name, signal_config.name, source, config.daemon.tick_seconds))
+            elif isinstance(source, PrometheusSourceConfig):
+                sources.append(PrometheusSource(workload.name, signal_config.name, source, signal_config.stale_after_seconds, signal_config.role == "load"))
+            elif isinstance(source, KafkaLagSourceConfig):
+                lag_signals.setdefault((workload.name, source), []).append((signal_config.name, signal_config.role))
+            elif isinstance(source, KafkaEventsSourceConfig):
+                # Two consumers in one group would split the topic's partitions, so the key
+                # is the connection, topic and group only.
+                key = tuple(source.model_dump(exclude={"match_group", "match_topic", "max_event_bytes", "max_future_seconds", "max_age_seconds"}).items())
+                route = EventRoute(workload.name, signal_config.name, source.match_group, source.match_topic)
+                # NOTE: the first signal's size and timestamp limits apply to the whole shared consumer.
+                event_consumers.setdefault(key, (source, []))[1].append(route)
+    for (workload_name, lag_config), signals in lag_signals.items():
+        sources.append(KafkaLagSource(workload_name, lag_config, signals))
+    for events_config, routes in event_consumers.values():
+        sources.append(KafkaEventsSource(events_config, routes))
     return sources
 
 

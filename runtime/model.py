@@ -52,6 +52,10 @@ class Observation:
     timestamp: float
     validity: Validity = Validity.OK
     detail: str = ""
+    # Upper bound on the replicas this signal may ask for, computed by the source with
+    # integer arithmetic (for Kafka lag: the partition count). A proposal at or above
+    # it becomes exactly this count and skips the tolerance band. None means no cap.
+    max_replicas: int | None = None
 
     @classmethod
     def checked(cls, value: float | None, timestamp: float, detail: str = "") -> "Observation":

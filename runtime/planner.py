@@ -81,7 +81,9 @@ class PlannerSettings:
             if signal.role == "load":
                 per_replica = workload.capacity_per_replica * workload.target_utilization_ratio
             else:
-                per_replica = signal.target_per_replica or DEFAULT_BACKLOG_PER_REPLICA
+                # A Kafka lag source's lag_threshold is its records per replica.
+                source_threshold = getattr(signal.source, "lag_threshold", None)
+                per_replica = signal.target_per_replica or source_threshold or DEFAULT_BACKLOG_PER_REPLICA
             signals.append(SignalSpec(signal.name, signal.role, per_replica, signal.stale_after_seconds))
         return cls(
             name=workload.name,
@@ -218,6 +220,8 @@ def plan(
         if signal.role == "load":
             load_value = observation.value
         proposal, held = reactive_replicas(observation.value, signal.per_replica, current, settings.tolerance_ratio)
+        if observation.max_replicas is not None and proposal >= observation.max_replicas:
+            proposal, held = observation.max_replicas, False
         if reactive is None or proposal > reactive:
             reactive = proposal
             within_tolerance = held
