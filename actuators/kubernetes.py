@@ -152,6 +152,7 @@ class KubernetesActuator(Actuator):
         self.last_event_at: dict[str, float] = {}
         self._api_client: k8s.ApiClient | None = None
         self._client_lock = asyncio.Lock()
+        self._discovery_lock = asyncio.Lock()
         # Leader election sets this to False when the lease is lost; no write goes out then.
         self.writes_enabled = True
 
@@ -195,6 +196,12 @@ class KubernetesActuator(Actuator):
 
     async def _resources(self, group: str, version: str) -> list[dict[str, Any]]:
         key = (group, version)
+        # One lock for all groups: concurrent first decisions would otherwise each repeat discovery.
+        async with self._discovery_lock:
+            return await self._discover(key)
+
+    async def _discover(self, key: tuple[str, str]) -> list[dict[str, Any]]:
+        group, version = key
         if key not in self.discovery:
             api = k8s.CustomObjectsApi(await self.api_client())
             response = await self._call("discover", lambda: api.get_api_resources(
