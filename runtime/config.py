@@ -86,8 +86,8 @@ class TargetRef(StrictModel):
 
     api_version: str = Field(default="apps/v1", description="API group/version of the target.")
     kind: str = Field(default="Deployment", description="Deployment, StatefulSet, or any kind with a scale subresource.")
-    namespace: str = Field(min_length=1, max_length=63)
-    name: str = Field(min_length=1, max_length=253)
+    namespace: str = Field(min_length=1, max_length=63, description="Namespace of the target object.")
+    name: str = Field(min_length=1, max_length=253, description="Name of the target object.")
 
 
 class TraceSourceConfig(StrictModel):
@@ -259,8 +259,8 @@ class WorkloadConfig(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", description="Unique workload id used in logs and metrics.")
     target: TargetRef
     budget: str = Field(default="default", description="Name of the budget this workload spends from.")
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(gt=0)
+    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas the daemon ever requests.")
+    max_replicas: int = Field(gt=0, description="Most replicas the daemon ever requests.")
     capacity_per_replica: float = Field(gt=0, description="Load units per second one ready replica serves at full utilization.")
     target_utilization_ratio: float = Field(default=0.8, gt=0, le=1.0, description="Share of capacity_per_replica planned for, as an HPA utilization target.")
     tolerance_ratio: float = Field(default=0.1, ge=0, lt=1.0, description="No change while load/target stays within 1 +- this ratio (HPA default 0.1).")
@@ -296,7 +296,7 @@ class WorkloadConfig(StrictModel):
 class BudgetTier(StrictModel):
     """Applies while the remaining budget share is above `above_remaining_ratio`."""
 
-    name: str
+    name: str = Field(description="Tier name shown in decisions and logs.")
     above_remaining_ratio: float = Field(ge=0, lt=1.0, description="Tier applies while remaining share > this; the lowest tier should use 0.")
     scale_factor_ratio: float = Field(gt=0, le=1.0, description="Multiplier on the planned replica count.")
     spot_ratio: float = Field(ge=0, le=1.0, description="Share of replicas placed on spot capacity.")
@@ -317,8 +317,8 @@ class BudgetConfig(StrictModel):
     period_seconds: int = Field(default=86400, gt=0, description="Budget period; spend resets at each period boundary (aligned to the Unix epoch).")
     amount: float | None = Field(default=None, gt=0, description="Money per period; give this or max_hourly_cost.")
     max_hourly_cost: float | None = Field(default=None, gt=0, description="Maximum planned spend per hour; give this or amount.")
-    on_demand_price_per_replica_hour: float = Field(gt=0)
-    spot_price_per_replica_hour: float = Field(gt=0)
+    on_demand_price_per_replica_hour: float = Field(gt=0, description="Cost of one on-demand replica running for one hour.")
+    spot_price_per_replica_hour: float = Field(gt=0, description="Cost of one spot replica running for one hour.")
     max_spot_ratio: float = Field(default=0.9, ge=0, le=1.0, description="Upper bound for any tier's spot_ratio.")
     min_on_demand_replicas: int = Field(default=1, ge=0, description="On-demand replicas kept whatever the spot ratio.")
     alert_threshold_ratio: float = Field(default=0.7, gt=0, description="Alert when hourly spend reaches this share of max_hourly_cost.")
@@ -360,7 +360,69 @@ class BudgetConfig(StrictModel):
 
 class SimulatedActuatorConfig(StrictModel):
     spot_preemptions_per_hour_ratio: float = Field(default=0.0, ge=0, description="Chance per spot replica per hour of a preemption.")
-    seed: int = Field(default=1)
+    seed: int = Field(default=1, description="Seed of the preemption random generator, for repeatable runs.")
+
+
+class SpotSplitTargets(StrictModel):
+    """Two objects that together run one workload: one pinned to on-demand nodes, one to spot nodes.
+
+    Both have the kind, API version and namespace of the workload's target.
+    """
+
+    on_demand_name: str = Field(min_length=1, max_length=253, description="Object that receives the decision's on-demand replica count, for example web-ondemand.")
+    spot_name: str = Field(min_length=1, max_length=253, description="Object that receives the decision's spot replica count, for example web-spot.")
+
+
+class HpaFloorTarget(StrictModel):
+    """Cooperative mode: the daemon sets an existing HorizontalPodAutoscaler's minReplicas to its forecast floor."""
+
+    hpa_name: str = Field(min_length=1, max_length=253, description="autoscaling/v2 HorizontalPodAutoscaler in the target's namespace.")
+    raise_max_replicas: bool = Field(default=False, description="true: also raise maxReplicas to the floor when the floor exceeds it; false: such a floor is rejected by the API server (422) and logged.")
+
+
+class LeaderElectionConfig(StrictModel):
+    """A coordination.k8s.io/v1 Lease that lets only one of several daemon replicas actuate."""
+
+    lease_name: str = Field(default="agent-autoscaler", min_length=1, max_length=253, description="Name of the Lease object.")
+    lease_namespace: str = Field(default="agent-autoscaler", min_length=1, max_length=63, description="Namespace of the Lease object, usually the daemon's own.")
+    lease_duration_seconds: float = Field(default=15.0, gt=0, description="A standby takes over when the holder has not renewed for this long.")
+    renew_interval_seconds: float = Field(default=5.0, gt=0, description="Period between renewals and acquisition attempts; well below lease_duration_seconds.")
+    identity: str | None = Field(default=None, description="Holder identity written to the Lease; none uses the host name and process id.")
+
+    @model_validator(mode="after")
+    def _check_intervals(self) -> "LeaderElectionConfig":
+        if self.renew_interval_seconds >= self.lease_duration_seconds:
+            raise ValueError(
+                f"renew_interval_seconds={self.renew_interval_seconds} is not below lease_duration_seconds="
+                f"{self.lease_duration_seconds}; the leader would lose the lease between renewals, so use at most a third of it"
+            )
+        return self
+
+
+class KubernetesActuatorConfig(StrictModel):
+    """Settings of the `kubernetes` actuator, which writes replica counts through the Kubernetes API."""
+
+    kubeconfig: Path | None = Field(default=None, description="kubeconfig file; none uses the in-cluster service account.")
+    context: str | None = Field(default=None, description="kubeconfig context; none uses the file's current context.")
+    dry_run: bool = Field(default=False, description="true: every write is sent with dryRun=All, so the API server validates it without storing it.")
+    drift_policy: Literal["respect", "override"] = Field(default="respect", description="When someone else changed the replica count: respect skips the next write once; override writes the decision at once.")
+    status_refresh_seconds: float = Field(default=60.0, gt=0, description="Maximum age of a cached replica count before it is read again; between reads an unchanged decision costs no API call.")
+    conflict_retries: int = Field(default=3, ge=0, le=10, description="Re-reads and retries of a write rejected with 409 Conflict.")
+    request_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one API request.")
+    field_manager: str = Field(default="agent-autoscaler", min_length=1, max_length=128, description="fieldManager sent with every write.")
+    error_log_interval_seconds: float = Field(default=300.0, ge=0, description="A repeated error of one workload is logged at most once per this interval; every occurrence is counted.")
+    events: bool = Field(default=True, description="Post a Kubernetes Event on the target object for each change.")
+    event_interval_seconds: float = Field(default=60.0, ge=0, description="Minimum time between two Events for one workload.")
+    spot_split: dict[str, SpotSplitTargets] = Field(default_factory=dict, description="Workload name to the two objects that receive its on-demand and spot counts.")
+    hpa_floor: dict[str, HpaFloorTarget] = Field(default_factory=dict, description="Workload name to the HPA whose minReplicas the daemon sets instead of writing replicas.")
+    leader_election: LeaderElectionConfig | None = Field(default=None, description="Lease-based leader election; none means this process always actuates.")
+
+    @model_validator(mode="after")
+    def _check_modes(self) -> "KubernetesActuatorConfig":
+        both = sorted(set(self.spot_split) & set(self.hpa_floor))
+        if both:
+            raise ValueError(f"workloads {both} are in both spot_split and hpa_floor; choose one mode for each workload")
+        return self
 
 
 class DaemonConfig(StrictModel):
@@ -368,10 +430,12 @@ class DaemonConfig(StrictModel):
 
     tick_seconds: float = Field(default=15.0, gt=0, description="Evaluation period of every workload.")
     event_debounce_seconds: float = Field(default=0.2, ge=0, description="Events for one workload inside this window trigger one evaluation.")
-    actuator: Literal["log", "simulated"] = Field(default="log", description="log: dry run that only logs; simulated: an in-process cluster model.")
+    actuator: Literal["log", "simulated", "kubernetes"] = Field(default="log", description="log: dry run that only logs; simulated: an in-process cluster model; kubernetes: writes through the Kubernetes API.")
     simulated: SimulatedActuatorConfig = Field(default_factory=SimulatedActuatorConfig)
+    kubernetes: KubernetesActuatorConfig = Field(default_factory=KubernetesActuatorConfig)
+    health_address: str | None = Field(default=None, description="host:port serving /healthz and /readyz; none disables them.")
     metrics_address: str = Field(default="0.0.0.0:9464", description="host:port serving /metrics.")
-    log_format: Literal["json", "console"] = Field(default="json")
+    log_format: Literal["json", "console"] = Field(default="json", description="json: one JSON object per line, for log collectors; console: aligned key=value for terminals.")
     state_file: Path | None = Field(default=None, description="Per-workload state snapshot for restarts; none disables it.")
     state_snapshot_interval_seconds: float = Field(default=60.0, gt=0, description="Snapshot period; bounds the state lost in a crash.")
     fit_workers: int = Field(default=1, ge=1, description="Processes that fit forecasters off the event loop.")
@@ -382,6 +446,16 @@ class DaemonConfig(StrictModel):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"metrics_address {value!r} is not host:port; use for example 0.0.0.0:9464")
+        return value
+
+    @field_validator("health_address")
+    @classmethod
+    def _check_health_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"health_address {value!r} is not host:port; use for example 0.0.0.0:8080")
         return value
 
 
@@ -399,6 +473,16 @@ class AppConfig(StrictModel):
         for workload in self.workloads:
             if workload.budget not in self.budgets:
                 raise ValueError(f"workload {workload.name!r} refers to budget {workload.budget!r}, which is not defined; define it under budgets or use one of {sorted(self.budgets)}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_kubernetes_references(self) -> "AppConfig":
+        names = {workload.name for workload in self.workloads}
+        kubernetes = self.daemon.kubernetes
+        for section, mapping in (("spot_split", kubernetes.spot_split), ("hpa_floor", kubernetes.hpa_floor)):
+            unknown = sorted(set(mapping) - names)
+            if unknown:
+                raise ValueError(f"daemon.kubernetes.{section} names workloads {unknown} that are not defined; use names from workloads ({sorted(names)})")
         return self
 
 

@@ -39,7 +39,7 @@ from runtime.evaluator import WorkloadRuntime
 from runtime.logs import configure_logging
 from runtime.metrics import DaemonMetrics
 from runtime.model import Decision, Observation
-from runtime.simulate import observed_load
+from runtime.simulate import observed_load_with_centres
 from runtime.traces import TraceError, load_trace
 
 log = structlog.get_logger("agent_autoscaler")
@@ -91,16 +91,19 @@ class TraceReplaySource(SignalSource):
         trace_times = np.arange(self.trace.start, self.trace.start + self.warmup, self.tick_seconds)
         if trace_times.size == 0:
             return
-        values = observed_load(self.trace, trace_times, max(self.tick_seconds, self.trace.interval_seconds))
+        values, centres = observed_load_with_centres(self.trace, trace_times, max(self.tick_seconds, self.trace.interval_seconds))
         shift = self.started_at - (self.trace.start + self.warmup)
-        sink_history(self.workload, trace_times + shift, values)
+        sink_history(self.workload, centres + shift, values)
 
     async def run(self, sink: ObservationSink) -> None:
         window = max(self.tick_seconds, self.trace.interval_seconds) * self.config.speedup_ratio
         while True:
             now = self.clock()
-            value = float(observed_load(self.trace, np.array([self.trace_time(now)]), window)[0])
-            sink(self.workload, self.signal, Observation.checked(value, now), False)
+            position = self.trace_time(now)
+            values, centres = observed_load_with_centres(self.trace, np.array([position]), window)
+            # The sample describes the trace intervals it averages, mapped back to wall-clock time.
+            sample_time = now - (position - float(centres[0])) / self.config.speedup_ratio
+            sink(self.workload, self.signal, Observation.checked(float(values[0]), now, sample_time=sample_time), False)
             await asyncio.sleep(min(self.tick_seconds, self.trace.interval_seconds / self.config.speedup_ratio))
 
 
@@ -142,6 +145,10 @@ def build_actuator(config: AppConfig) -> Actuator:
     if config.daemon.actuator == "simulated":
         leads = {workload.name: float(workload.startup_lead_seconds) for workload in config.workloads}
         return SimulatedActuator(leads, config.daemon.simulated.spot_preemptions_per_hour_ratio, config.daemon.simulated.seed)
+    if config.daemon.actuator == "kubernetes":
+        from actuators.kubernetes import KubernetesActuator
+
+        return KubernetesActuator(config)
     return LogActuator()
 
 
@@ -378,9 +385,28 @@ async def run_daemon(config: AppConfig, duration_seconds: float | None = None, d
     for source in daemon.sources:
         tasks[asyncio.create_task(source.run(daemon.submit_observation))] = f"source:{source.name}"
     tasks[asyncio.create_task(daemon.fitter())] = "fitter"
+    # Started before the ticker so that a standby never writes before its first election round.
+    from runtime.leader import start_leader_election
+
+    election = start_leader_election(daemon.actuator, config.daemon.kubernetes.leader_election if config.daemon.actuator == "kubernetes" else None)
+    if election is not None:
+        tasks[election] = "leader-election"
     tasks[asyncio.create_task(daemon.ticker())] = "ticker"
     if state_file is not None:
         tasks[asyncio.create_task(daemon.snapshotter(state_file))] = "snapshotter"
+    health_runner = None
+    if config.daemon.health_address is not None:
+        from runtime.health import start_health_server
+
+        elector = getattr(daemon.actuator, "elector", None)
+        try:
+            health_runner = await start_health_server(config.daemon.health_address, lambda: True, lambda: None if elector is None else elector.is_leader)
+        except OSError as exc:
+            log.error("health server failed to start", address=config.daemon.health_address, error=str(exc))
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return 1
     log.info("daemon started", workloads=sorted(daemon.runtimes), actuator=daemon.actuator.name, sources=len(daemon.sources), tick_seconds=config.daemon.tick_seconds)
 
     stopper = asyncio.create_task(stop.wait())
@@ -398,6 +424,8 @@ async def run_daemon(config: AppConfig, duration_seconds: float | None = None, d
     await asyncio.gather(*tasks, stopper, return_exceptions=True)
     if state_file is not None:
         daemon.write_snapshot(state_file)
+    if health_runner is not None:
+        await health_runner.cleanup()
     await daemon.actuator.close()
     if executor_owned and daemon.fit_executor is not None:
         daemon.fit_executor.shutdown(wait=False, cancel_futures=True)
