@@ -148,7 +148,8 @@ class WorkloadRuntime:
         """Record a sample; a valid sample of the load signal also enters the history."""
         self.latest[signal] = observation
         if signal == self.config.load_signal.name and observation.validity.value == "ok":
-            self.history.add(observation.timestamp, observation.value)
+            sample_time = observation.sample_time if observation.sample_time is not None else observation.timestamp
+            self.history.add(sample_time, observation.value)
 
     def fit_due(self, now: float) -> bool:
         return self.settings.use_forecast and not self.fit_in_progress and now >= self.next_refit_at

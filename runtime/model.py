@@ -33,7 +33,7 @@ class Reason(str, enum.Enum):
 
 
 class Validity(str, enum.Enum):
-    """Why an observation can or cannot be used; anything but OK means the value is unknown."""
+    """Usability verdict of an observation. Anything but OK means the value is unknown."""
 
     OK = "ok"
     MISSING = "missing"
@@ -56,9 +56,13 @@ class Observation:
     # integer arithmetic (for Kafka lag: the partition count). A proposal at or above
     # it becomes exactly this count and skips the tolerance band. None means no cap.
     max_replicas: int | None = None
+    # Time the value describes, for example the centre of the window a rate was
+    # averaged over; None means `timestamp`. The forecaster's history is indexed by
+    # it, so that a trailing 10-minute rate does not teach the model a 10-minute lag.
+    sample_time: float | None = None
 
     @classmethod
-    def checked(cls, value: float | None, timestamp: float, detail: str = "") -> "Observation":
+    def checked(cls, value: float | None, timestamp: float, detail: str = "", sample_time: float | None = None) -> "Observation":
         """Build an observation, marking missing, NaN, infinite and negative values as unknown."""
         if value is None:
             return cls(math.nan, timestamp, Validity.MISSING, detail or "no value")
@@ -66,7 +70,7 @@ class Observation:
             return cls(math.nan, timestamp, Validity.NOT_FINITE, detail or f"value {value!r} is not finite")
         if value < 0:
             return cls(math.nan, timestamp, Validity.NEGATIVE, detail or f"value {value!r} is negative")
-        return cls(float(value), timestamp, Validity.OK, detail)
+        return cls(float(value), timestamp, Validity.OK, detail, sample_time=sample_time)
 
     @classmethod
     def unknown(cls, timestamp: float, validity: Validity, detail: str) -> "Observation":
@@ -122,7 +126,7 @@ class ForecastPath:
 
 @dataclass(frozen=True, slots=True)
 class BudgetState:
-    """What the budget ledger tells the planner about money for one workload at one instant."""
+    """Budget facts the ledger passes to the planner for one workload at one instant."""
 
     remaining_ratio: float
     scale_factor: float
@@ -138,7 +142,7 @@ class BudgetState:
 
     @classmethod
     def unlimited(cls, spot_ratio: float = 0.0, min_on_demand_replicas: int = 0) -> "BudgetState":
-        """A budget that never limits: used by the HPA baselines in the simulator."""
+        """Build a budget that never limits, as the HPA baselines in the simulator use."""
         return cls(1.0, 1.0, spot_ratio, True, "unlimited", False, None, min_on_demand_replicas)
 
 

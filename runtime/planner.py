@@ -195,7 +195,7 @@ def plan(
     """Decide the replica count of one workload; return the decision and the updated state.
 
     The input state is not modified. Unknown signals (missing, NaN, infinite, negative
-    or stale) never count as zero: while any signal is unknown the workload holds its
+    or stale) never count as zero. While any signal is unknown, the workload keeps its
     last safe count and may only scale up on the signals that remain usable.
     """
     current = current_replicas

@@ -84,7 +84,7 @@ def write_decisions(result: SimulationResult, path: Path) -> None:
 
 
 def write_chart(result: SimulationResult, path: Path) -> None:
-    """Plot load, forecast and ready capacity per policy, and the budget remaining."""
+    """Plot load, forecast and ready capacity per policy, a zoom on the peak, and the budget remaining."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,22 +92,36 @@ def write_chart(result: SimulationResult, path: Path) -> None:
 
     setup = result.setup
     capacity = setup.workload.capacity_per_replica
-    hours = lambda times: (times - setup.eval_start) / 3600.0  # noqa: E731
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(14, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    top.plot(hours(result.grid_times), result.grid_load, color="black", linewidth=0.6, label="load (units/s)")
-    predictive = result.runs["predictive"]
-    top.plot(hours(predictive.tick_times), predictive.forecast, color="tab:purple", linewidth=0.6, alpha=0.8, label="forecast upper quantile over lead")
     colors = {"predictive": "tab:green", "hpa": "tab:red", "hpa_same_spend": "tab:orange", "oracle": "tab:blue", "static_peak": "tab:gray"}
-    for name in POLICIES:
-        run = result.runs[name]
-        top.step(hours(run.tick_times), run.ready * capacity, where="post", linewidth=0.7, color=colors[name], alpha=0.85, label=f"{name} ready capacity")
-    top.set_ylabel("units per second")
-    top.set_title(f"{setup.workload.name} on {Path(setup.trace.path).name}: lead {setup.workload.startup_lead_seconds} s, tick {setup.tick_seconds:g} s")
-    top.legend(loc="upper right", fontsize=7, ncol=2)
-    bottom.plot(hours(predictive.tick_times), predictive.budget_remaining, color="tab:green", linewidth=0.8)
-    bottom.set_ylabel("budget remaining")
-    bottom.set_ylim(0, 1.05)
-    bottom.set_xlabel("hours since the scored period began")
+    predictive = result.runs["predictive"]
+
+    def hours(times: np.ndarray) -> np.ndarray:
+        return (times - setup.eval_start) / 3600.0
+
+    figure, (overview, zoom, budget) = plt.subplots(3, 1, figsize=(14, 10), gridspec_kw={"height_ratios": [3, 3, 1]})
+    # The zoom covers 12 hours (or the whole scored period, if shorter) centred on the largest load.
+    peak_time = result.grid_times[int(np.argmax(result.grid_load))] if result.grid_load.size else setup.eval_start
+    half = min(6 * 3600.0, (setup.eval_end - setup.eval_start) / 2)
+    zoom_start = max(setup.eval_start, peak_time - half)
+    zoom_end = min(setup.eval_end, zoom_start + 2 * half)
+    for axis in (overview, zoom):
+        axis.plot(hours(result.grid_times), result.grid_load, color="black", linewidth=0.6, label="load")
+        for name in POLICIES:
+            run = result.runs[name]
+            axis.step(hours(run.tick_times), run.ready * capacity, where="post", linewidth=0.8, color=colors[name], alpha=0.85, label=f"{name} ready capacity")
+        axis.plot(hours(predictive.tick_times), predictive.forecast, color="tab:purple", linewidth=0.8, label="forecast, upper quantile over the lead window")
+        axis.set_ylabel("load units per second")
+    zoom.set_xlim(hours(np.array([zoom_start, zoom_end])))
+    zoom.set_title(f"{(zoom_end - zoom_start) / 3600:.1f} hours around the largest load", fontsize=9)
+    overview.set_title(
+        f"{setup.workload.name} on {Path(setup.trace.path).name}: startup lead {setup.workload.startup_lead_seconds} s, "
+        f"tick {setup.tick_seconds:g} s, capacity {capacity:.4g} units/s per replica"
+    )
+    overview.legend(loc="upper right", fontsize=7, ncol=2)
+    budget.plot(hours(predictive.tick_times), predictive.budget_remaining, color="tab:green", linewidth=0.8)
+    budget.set_ylabel("budget remaining")
+    budget.set_ylim(0, 1.05)
+    budget.set_xlabel("hours since the scored period began")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)

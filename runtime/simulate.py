@@ -114,6 +114,11 @@ def observed_load(trace: Trace, times: np.ndarray, window_seconds: float) -> np.
     Only completed intervals count, so no policy sees load before it has arrived. When
     the window is shorter than one interval, the last completed interval is used.
     """
+    return observed_load_with_centres(trace, times, window_seconds)[0]
+
+
+def observed_load_with_centres(trace: Trace, times: np.ndarray, window_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return `observed_load` and, for each value, the centre of the intervals it averages."""
     rates = trace.rates
     cumulative = np.concatenate(([0.0], np.cumsum(rates)))
     completed = np.floor((times - trace.start) / trace.interval_seconds).astype(int)
@@ -123,7 +128,8 @@ def observed_load(trace: Trace, times: np.ndarray, window_seconds: float) -> np.
     counts = completed - first
     with np.errstate(invalid="ignore", divide="ignore"):
         values = (cumulative[completed] - cumulative[first]) / counts
-    return np.where(counts > 0, values, np.nan)
+    centres = trace.start + (first + completed) * trace.interval_seconds / 2.0
+    return np.where(counts > 0, values, np.nan), centres
 
 
 def _tick_times(setup: SimulationSetup) -> np.ndarray:
@@ -147,11 +153,11 @@ def run_predictive(setup: SimulationSetup, progress: Callable[[int], None] | Non
     # Warm-up: seed the history with what a Prometheus range query would have returned.
     warm_times = np.arange(setup.trace.start, setup.eval_start, setup.tick_seconds)
     if warm_times.size:
-        warm_load = observed_load(setup.trace, warm_times, max(setup.tick_seconds, setup.trace.interval_seconds))
-        runtime.history.extend(warm_times, warm_load)
+        warm_load, warm_centres = observed_load_with_centres(setup.trace, warm_times, max(setup.tick_seconds, setup.trace.interval_seconds))
+        runtime.history.extend(warm_centres, warm_load)
 
     times = _tick_times(setup)
-    loads = observed_load(setup.trace, times, max(setup.tick_seconds, setup.trace.interval_seconds))
+    loads, centres = observed_load_with_centres(setup.trace, times, max(setup.tick_seconds, setup.trace.interval_seconds))
     count = len(times)
     requested = np.zeros(count, dtype=np.int64)
     ready = np.zeros(count, dtype=np.int64)
@@ -174,7 +180,7 @@ def run_predictive(setup: SimulationSetup, progress: Callable[[int], None] | Non
     for i in range(count):
         now = float(times[i])
         cluster.advance(now)
-        runtime.observe(load_signal, Observation.checked(float(loads[i]), now))
+        runtime.observe(load_signal, Observation.checked(float(loads[i]), now, sample_time=float(centres[i])))
         if runtime.fit_due(now):
             request = runtime.fit_request(now)
             if request is not None:
