@@ -3,7 +3,7 @@
 `KafkaLagSource` reads the log-start, log-end and committed offsets of a consumer
 group each poll and applies the rules of runtime/kafka_lag.py. `KafkaEventsSource`
 consumes a topic of lag events in its own consumer group, commits after each batch
-and asks for an immediate evaluation of every workload an event updated.
+and triggers an immediate evaluation of every workload an event updated.
 
 Both report the source as down (never zero) while the broker is unreachable, and
 reconnect on their own. The events consumer resumes from its committed offsets.
@@ -133,6 +133,13 @@ class KafkaLagSource(SignalSource):
         stuck = self.stuck.update(offsets, self.rules.reset_policy, now) if self.stuck else frozenset()
         self.rates.update(offsets, now)
         assessment = assess_lag(offsets, self.rules, stuck)
+        previous_stuck = self.last.stuck_partitions if self.last is not None else ()
+        if assessment.stuck_partitions != previous_stuck:
+            log.warning(
+                "kafka stuck partitions changed; the lag of stuck partitions is left out of the demand",
+                workload=self.workload, group_id=self.config.group_id,
+                stuck_partitions=[f"{topic}/{partition}" for topic, partition in assessment.stuck_partitions],
+            )
         self.last = assessment
         drain_seconds = lag_seconds(assessment.total_lag, self.rates.consumption_rate())
         arrival = self.rates.arrival_rate()
@@ -166,7 +173,7 @@ class KafkaLagSource(SignalSource):
                     delay = min(self.config.poll_interval_seconds * 2 ** (streak - 1), self.config.backoff_max_seconds)
                     if streak == 1:
                         log.warning(
-                            "kafka lag query failed; the signals are unknown and the workload holds until it recovers",
+                            "kafka lag query failed; the signals are unknown and the workload keeps its replica count until the query succeeds",
                             workload=self.workload, group_id=self.config.group_id, error=str(exc), error_type=type(exc).__name__, retry_in_seconds=delay,
                         )
                     # Reconnect from scratch at the next attempt, so a restarted broker is found again.

@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 
 
 class Rejection(str, enum.Enum):
-    """Why a lag event was skipped."""
+    """Reason a lag event was skipped."""
 
     OVERSIZE = "oversize"
     NOT_JSON = "not_json"
@@ -180,8 +180,8 @@ class EventRouter:
             candidates = self.by_group.get(event.group or "", [])
             routes = [route for route in candidates if route.match_topic is None or route.match_topic == event.topic]
         if not routes:
-            who = f"workload {event.workload!r}" if event.workload is not None else f"group {event.group!r} topic {event.topic!r}"
-            raise EventRejected(Rejection.UNKNOWN_WORKLOAD, f"no signal reads lag events for {who}; check the event or the kafka_events source config")
+            subject = f"workload {event.workload!r}" if event.workload is not None else f"group {event.group!r} topic {event.topic!r}"
+            raise EventRejected(Rejection.UNKNOWN_WORKLOAD, f"no signal reads lag events for {subject}; check the event or the kafka_events source config")
         return routes
 
 

@@ -202,7 +202,7 @@ class PrometheusSource(SignalSource):
                 delay = min(self.config.backoff_initial_seconds * 2 ** (streak - 1), self.config.backoff_max_seconds)
                 if streak == 1:
                     log.warning(
-                        "prometheus query failed; the signal is unknown and the workload holds until it recovers",
+                        "prometheus query failed; the signal is unknown and the workload keeps its replica count until the query succeeds",
                         query_id=self.query_id, workload=self.workload, error=str(exc), error_type=type(exc).__name__, retry_in_seconds=delay,
                     )
                 detail = f"query {self.query_id} failed {streak} time(s) in a row: {type(exc).__name__}"

@@ -191,3 +191,21 @@ def test_planner_cap_skips_tolerance_band():
     skewed = plan_with(workload, Observation(10_000.0, 1000.0, max_replicas=1), current=1)
     assert skewed.reactive_replicas == 1
     assert skewed.final_replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"security_protocol": "SASL_SSL"}, "needs sasl_username"),
+        ({"sasl_username": "scaler", "sasl_password_env": "KAFKA_PASSWORD"}, "SASL credentials are set but security_protocol is PLAINTEXT"),
+        ({"security_protocol": "SASL_PLAINTEXT", "sasl_username": "scaler", "sasl_password_env": "A", "sasl_password_file": "/run/p"}, "only one of"),
+        ({"lag_threshold": 0}, "lag_threshold"),
+        ({"offset_reset_policy": "none"}, "offset_reset_policy"),
+    ],
+)
+def test_kafka_lag_config_rejects_invalid(overrides, message):
+    from runtime.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        lag_workload(**overrides)
+    assert message in str(caught.value)

@@ -39,7 +39,7 @@ def broker(tmp_path_factory):
 
 
 async def wait_for_group_coordinator(bootstrap: str, timeout_seconds: float = 60.0) -> None:
-    """Wait until the new broker has created its offsets topic and answers group requests."""
+    """Wait until the new broker has created its offsets topic and serves group requests."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     deadline = time.monotonic() + timeout_seconds
@@ -222,8 +222,8 @@ def events_app(bootstrap: str, topic: str, group: str, max_replicas: int = 40) -
             "capacity_per_replica": 1000.0, "startup_lead_seconds": 0, "forecaster": {"model": "none"},
             "behavior": {"scale_up": {"stabilization_window_seconds": 0, "policies": [{"type": "Pods", "value": 10, "period_seconds": 30}]}},
             "signals": [
-                # The trace source is never started, so the load signal stays unknown: the
-                # planner then holds and may only scale up on the lag signal.
+                # The trace source is never started, so the load signal stays unknown. The
+                # planner then keeps the last safe count and may only scale up on the lag signal.
                 {"name": "requests", "role": "load", "source": {"kind": "trace", "path": str(promdata.NASA_TRACE)}},
                 {"name": "lag", "role": "backlog", "stale_after_seconds": 600, "source": source},
             ],
@@ -294,6 +294,7 @@ async def test_burst_event_scales_up_simulated_cluster(broker):
     daemon.decision_listeners.append(decisions.append)
     daemon.triggers["consumers"] = asyncio.Event()
     tasks = [asyncio.create_task(daemon.trigger_loop("consumers")), asyncio.create_task(source.run(daemon.submit_observation))]
+
     try:
         await asyncio.wait_for(source.ready.wait(), 30)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
@@ -308,6 +309,7 @@ async def test_burst_event_scales_up_simulated_cluster(broker):
         finally:
             await producer.stop()
         await wait_for(lambda: decisions[-1].reactive_replicas == 20)
+
     finally:
         for task in tasks:
             task.cancel()

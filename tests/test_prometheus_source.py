@@ -200,3 +200,33 @@ async def test_outage_holds_then_recovers(prometheus):
         await asyncio.gather(task, return_exceptions=True)
         if not prometheus.process.running():
             prometheus.start()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"bearer_token_env": "TOKEN", "bearer_token_file": "/run/token"}, "set at most one of"),
+        ({"bearer_token_env": "TOKEN", "basic_auth_username": "u", "basic_auth_password_env": "PASSWORD"}, "either a bearer token or basic auth"),
+        ({"basic_auth_username": "u"}, "basic auth needs"),
+        ({"headers": {"authorization": "Bearer x"}}, "must not contain Authorization"),
+        ({"backoff_initial_seconds": 90, "backoff_max_seconds": 60}, "exceeds backoff_max_seconds"),
+        ({"url": "prometheus:9090"}, "should match pattern"),
+    ],
+)
+def test_config_rejects_invalid_settings(overrides, message):
+    from runtime.config import ConfigError
+
+    source = {"kind": "prometheus", "url": "http://127.0.0.1:9090", "query": "up", **overrides}
+    with pytest.raises(ConfigError) as caught:
+        app_config_with_source(source)
+    assert message in str(caught.value)
+
+
+def app_config_with_source(source: dict) -> object:
+    return parse_config({
+        "budgets": {"default": {"max_hourly_cost": 100, "on_demand_price_per_replica_hour": 0.1, "spot_price_per_replica_hour": 0.03}},
+        "workloads": [{
+            "name": "web", "target": {"namespace": "ns", "name": "web"}, "max_replicas": 5, "capacity_per_replica": 1.0,
+            "signals": [{"name": "requests", "role": "load", "source": source}],
+        }],
+    })
