@@ -40,6 +40,7 @@ from runtime.logs import configure_logging
 from runtime.metrics import DaemonMetrics
 from runtime.model import Decision, Observation
 from runtime.simulate import observed_load_with_centres
+from runtime.credentials import SecretError
 from runtime.traces import TraceError, load_trace
 
 log = structlog.get_logger("agent_autoscaler")
@@ -357,6 +358,9 @@ async def run_daemon(config: AppConfig, duration_seconds: float | None = None, d
         daemon = daemon or Daemon(config)
     except TraceError as exc:
         log.error("invalid trace source", error=str(exc))
+        return 3
+    except SecretError as exc:
+        log.error("signal source credentials unreadable", error=str(exc))
         return 3
     executor_owned = daemon.fit_executor is None
     if executor_owned:

@@ -23,11 +23,11 @@ from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from runtime.config import KafkaConnectionConfig, KafkaEventsSourceConfig, KafkaLagSourceConfig
+from runtime.credentials import read_secret
 from runtime.daemon import ObservationSink, SignalSource
 from runtime.kafka_lag import LagAssessment, LagRules, OffsetRates, PartitionOffsets, StuckDetector, assess_lag, lag_seconds
 from runtime.lag_events import EventLimits, EventRejected, EventRoute, EventRouter, LagEvent, RejectionCounter, parse_lag_event
 from runtime.model import Observation, Validity
-from runtime.prometheus_source import read_secret
 
 log = structlog.get_logger("agent_autoscaler.kafka")
 
@@ -79,15 +79,16 @@ class KafkaLagSource(SignalSource):
         )
         self.stuck = StuckDetector(config.stuck_partition_after_seconds) if config.stuck_partition_after_seconds else None
         self.rates = OffsetRates(config.rate_window_seconds)
+        # Read once here, so that an unreadable SASL password fails at start, not in the loop.
+        self.client_kwargs = connection_kwargs(config)
         self.admin: AIOKafkaAdminClient | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.failures = 0
         self.last: LagAssessment | None = None
 
     async def _connect(self) -> None:
-        kwargs = connection_kwargs(self.config)
-        admin = AIOKafkaAdminClient(**kwargs)
-        consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kwargs)
+        admin = AIOKafkaAdminClient(**self.client_kwargs)
+        consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **self.client_kwargs)
         try:
             await admin.start()
             await consumer.start()
@@ -208,6 +209,7 @@ class KafkaEventsSource(SignalSource):
         self.router = EventRouter(routes)
         self.clock = clock
         self.limits = EventLimits(config.max_event_bytes, config.max_future_seconds, config.max_age_seconds)
+        self.client_kwargs = connection_kwargs(config)
         self.rejections = RejectionCounter()
         self.max_batch_records = max_batch_records
         self.accepted = 0
@@ -222,7 +224,7 @@ class KafkaEventsSource(SignalSource):
             enable_auto_commit=False,
             # A new group starts at the end: older events would be rejected as too old anyway.
             auto_offset_reset="latest",
-            **connection_kwargs(self.config),
+            **self.client_kwargs,
         )
 
     async def _wait_assigned(self, consumer: AIOKafkaConsumer) -> None:
@@ -260,6 +262,9 @@ class KafkaEventsSource(SignalSource):
         return accepted
 
     async def run(self, sink: ObservationSink) -> None:
+        # NOTE: while the broker is down, aiokafka's getmany retries inside and returns no
+        # records, so no SOURCE_DOWN observation is sent. The signals become unknown once
+        # their last event is older than stale_after_seconds, and the workload holds from then.
         failures = 0
         while True:
             consumer = self._consumer()

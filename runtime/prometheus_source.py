@@ -14,12 +14,10 @@ logged once when the query recovers.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from runtime.config import PrometheusSourceConfig
+from runtime.credentials import read_secret
 from runtime.daemon import ObservationSink, SignalSource
 from runtime.model import Observation, Validity
 
@@ -38,28 +37,6 @@ log = structlog.get_logger("agent_autoscaler.prometheus")
 MAX_POINTS_PER_SERIES = 11_000
 
 QUERY_ERRORS = (requests.RequestException, PrometheusApiClientException, ValueError, KeyError, TypeError)
-
-
-class SecretError(ValueError):
-    """Raised when a configured secret file or environment variable cannot be read."""
-
-
-def read_secret(file: Path | None, env: str | None, what: str) -> str | None:
-    """Read a secret from a file or an environment variable; the message names the source, never the value."""
-    if file is not None:
-        try:
-            value = Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SecretError(f"cannot read the {what} file {str(file)!r} ({exc.strerror}); check the path and its permissions") from None
-        if not value:
-            raise SecretError(f"the {what} file {str(file)!r} is empty; write the {what} into it")
-        return value
-    if env is not None:
-        value = os.environ.get(env, "").strip()
-        if not value:
-            raise SecretError(f"environment variable {env!r} for the {what} is unset or empty; set it before starting the daemon")
-        return value
-    return None
 
 
 def history_chunks(start: float, end: float, step_seconds: int, max_points: int = MAX_POINTS_PER_SERIES) -> list[tuple[float, float]]:

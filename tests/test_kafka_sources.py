@@ -375,3 +375,13 @@ async def test_broker_restart_reconnects(broker):
         await asyncio.gather(*tasks, return_exceptions=True)
     assert received.count(1.0) == 1
     assert lag_source.failures >= 1
+
+
+def test_unreadable_sasl_password_fails_at_start(monkeypatch):
+    from runtime.credentials import SecretError
+
+    monkeypatch.delenv("AUTOSCALER_TEST_KAFKA_PASSWORD", raising=False)
+    config = lag_config("127.0.0.1:9", "g", "orders", security_protocol="SASL_PLAINTEXT", sasl_username="scaler",
+                        sasl_password_env="AUTOSCALER_TEST_KAFKA_PASSWORD")
+    with pytest.raises(SecretError, match="AUTOSCALER_TEST_KAFKA_PASSWORD"):
+        KafkaLagSource("w", config, [("lag", "backlog")])

@@ -15,9 +15,10 @@ import pytest
 import structlog
 
 from runtime.config import PrometheusSourceConfig, parse_config
-from runtime.daemon import Daemon
+from runtime.daemon import Daemon, run_daemon
 from runtime.model import Reason, Validity
-from runtime.prometheus_source import MAX_POINTS_PER_SERIES, PrometheusSource, SecretError, build_client, history_chunks
+from runtime.credentials import SecretError
+from runtime.prometheus_source import MAX_POINTS_PER_SERIES, PrometheusSource, build_client, history_chunks
 
 try:
     from tests import promdata, realstack
@@ -230,3 +231,9 @@ def app_config_with_source(source: dict) -> object:
             "signals": [{"name": "requests", "role": "load", "source": source}],
         }],
     })
+
+
+async def test_run_daemon_rejects_unreadable_secret(monkeypatch):
+    monkeypatch.delenv("AUTOSCALER_TEST_TOKEN", raising=False)
+    config = app_config_with_source({"kind": "prometheus", "url": "http://127.0.0.1:9", "query": "up", "bearer_token_env": "AUTOSCALER_TEST_TOKEN"})
+    assert await run_daemon(config, duration_seconds=1, serve_metrics=False) == 3
