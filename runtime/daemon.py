@@ -34,7 +34,9 @@ from actuators.log import LogActuator
 from actuators.simulated import SimulatedActuator
 from forecasters import fit_job
 from runtime.budget import BudgetLedger
-from runtime.config import AppConfig, KafkaEventsSourceConfig, KafkaLagSourceConfig, PrometheusSourceConfig, TraceSourceConfig
+from runtime.config import (
+    AppConfig, BudgetTier, KafkaEventsSourceConfig, KafkaLagSourceConfig, PrometheusSourceConfig, TraceSourceConfig, WorkloadConfig,
+)
 from runtime.evaluator import WorkloadRuntime
 from runtime.logs import configure_logging
 from runtime.metrics import DaemonMetrics
@@ -153,6 +155,10 @@ def build_actuator(config: AppConfig) -> Actuator:
     return LogActuator()
 
 
+class WorkloadNotFoundError(KeyError):
+    """Raised by `Daemon.evaluate` for a workload that is not (or no longer) configured."""
+
+
 class Daemon:
     """Holds the per-workload runtimes, budget ledgers and the actuator; the services drive it."""
 
@@ -178,6 +184,8 @@ class Daemon:
         self.last_accrual: dict[str, float] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.decision_listeners: list[Callable[[Decision], None]] = []
+        # Tasks (trigger loop and sources) of each workload added by add_workload while running.
+        self.added_tasks: dict[str, list[asyncio.Task]] = {}
 
     # Sinks the sources call ------------------------------------------------------------
 
@@ -206,22 +214,24 @@ class Daemon:
         async with lock:
             started = time.perf_counter()
             triggered = self.trigger_times.pop(name, None)
-            runtime = self.runtimes[name]
+            runtime = self.runtimes.get(name)
+            if runtime is None:
+                raise WorkloadNotFoundError(name)
             now = self.clock()
             ledger = self.ledgers[runtime.config.budget]
             status = await self._status(name, now)
+            previous_decision = runtime.last_decision
+            previous_accrual = self.last_accrual.get(name)
+            if previous_accrual is not None and now > previous_accrual and previous_decision is not None:
+                # Bill what ran since the last evaluation, at the mix the previous decision set.
+                provisioned = status.provisioned if status else previous_decision.final_replicas
+                ratio = previous_decision.spot_replicas / previous_decision.final_replicas if previous_decision.final_replicas else 0.0
+                spot = int(round(provisioned * ratio))
+                ledger.accrue(name, provisioned - spot, spot, now - previous_accrual, now)
+            self.last_accrual[name] = now
             budget = ledger.state_for(name, now)
             decision = runtime.decide(budget, now, current_replicas=status.requested if status else None)
-            applied = await self._apply(decision, now)
-            previous = self.last_accrual.get(name)
-            if previous is not None and now > previous:
-                # Bill what ran since the last evaluation at the mix the last decision set.
-                last = runtime.last_decision or decision
-                ratio = last.spot_replicas / last.final_replicas if last.final_replicas else 0.0
-                provisioned = applied.provisioned if applied else decision.final_replicas
-                spot = int(round(provisioned * ratio))
-                ledger.accrue(name, provisioned - spot, spot, now - previous, now)
-            self.last_accrual[name] = now
+            await self._apply(decision, now)
             elapsed = time.perf_counter() - (triggered if triggered is not None else started)
             self.metrics.decision_latency.observe(elapsed)
             self.metrics.record_decision(decision)
@@ -249,8 +259,12 @@ class Daemon:
             return None
 
     async def evaluate_all(self) -> None:
-        for name in self.runtimes:
-            await self.evaluate(name)
+        # A copy, because add_workload and remove_workload change the dict between awaits.
+        for name in list(self.runtimes):
+            try:
+                await self.evaluate(name)
+            except WorkloadNotFoundError:
+                continue  # removed while this round ran
 
     # Services ----------------------------------------------------------------------------
 
@@ -275,7 +289,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         while True:
             now = self.clock()
-            for runtime in self.runtimes.values():
+            for runtime in list(self.runtimes.values()):
                 if runtime.fit_due(now):
                     request = runtime.fit_request(now)
                     if request is None:
@@ -303,6 +317,79 @@ class Daemon:
                 if runtime.update_due(self.clock()):
                     await asyncio.to_thread(runtime.update_forecast, self.clock())
             await asyncio.sleep(poll_seconds)
+
+    # Workloads added and removed while running -------------------------------------------
+
+    def add_workload(self, workload: WorkloadConfig, budget_tiers: tuple[BudgetTier, ...] | None = None) -> None:
+        """Start scaling a workload that is not in the config file: its runtime, sources and trigger task.
+
+        `budget_tiers` replaces the tiers of the workload's budget for this workload only.
+        Raises ValueError for a taken name or an undefined budget, and TraceError for an
+        unreadable trace; nothing is added then. Must run inside the event loop.
+        """
+        name = workload.name
+        if name in self.runtimes:
+            raise ValueError(f"workload {name!r} already exists; choose another name")
+        ledger = self.ledgers.get(workload.budget)
+        if ledger is None:
+            raise ValueError(f"budget {workload.budget!r} is not defined; use one of {sorted(self.ledgers)}")
+        # build_sources reads only `workloads` and `daemon`, so a copy with this one workload suffices.
+        # NOTE: a kafka_events signal here gets its own consumer; one in the same group as a
+        # file workload's consumer splits the topic's partitions with it.
+        sources = build_sources(self.config.model_copy(update={"workloads": (workload,)}))
+        self.runtimes[name] = WorkloadRuntime.create(workload)
+        if budget_tiers is not None:
+            ledger.tiers_by_workload[name] = budget_tiers
+        self.actuator.add_workload(workload)
+        self.triggers[name] = asyncio.Event()
+        tasks = [asyncio.create_task(self.trigger_loop(name), name=f"trigger:{name}")]
+        for source in sources:
+            tasks.append(asyncio.create_task(self._run_added_source(source), name=f"source:{source.name}:{name}"))
+        for task in tasks:
+            task.add_done_callback(lambda done, workload=name: self._added_task_done(workload, done))
+        self.added_tasks[name] = tasks
+        log.info("workload added", workload=name, target=workload.target.model_dump(), sources=len(sources))
+
+    async def _run_added_source(self, source: SignalSource) -> None:
+        await source.load_history(self.submit_history)
+        await source.run(self.submit_observation)
+
+    def _added_task_done(self, workload: str, task: asyncio.Task) -> None:
+        # Unlike the tasks of file workloads, these do not stop the daemon: other workloads keep running.
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self.metrics.errors.labels("workload_task", type(error).__name__).inc()
+            log.error("workload task stopped", workload=workload, task=task.get_name(), error=repr(error))
+
+    async def remove_workload(self, name: str) -> bool:
+        """Stop a workload added by add_workload and drop its state; return False for any other name."""
+        tasks = self.added_tasks.pop(name, None)
+        if tasks is None:
+            return False
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Wait for an evaluation in progress, so that no decision for the workload follows its removal.
+        async with self.locks.setdefault(name, asyncio.Lock()):
+            runtime = self.runtimes.pop(name, None)
+            self.triggers.pop(name, None)
+            self.trigger_times.pop(name, None)
+            self.last_accrual.pop(name, None)
+            if runtime is not None:
+                ledger = self.ledgers.get(runtime.config.budget)
+                if ledger is not None:
+                    ledger.hourly_rate_by_workload.pop(name, None)
+                    ledger.tiers_by_workload.pop(name, None)
+            self.actuator.remove_workload(name)
+        self.locks.pop(name, None)
+        log.info("workload removed", workload=name)
+        return True
+
+    async def remove_added_workloads(self) -> None:
+        for name in list(self.added_tasks):
+            await self.remove_workload(name)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -396,6 +483,12 @@ async def run_daemon(config: AppConfig, duration_seconds: float | None = None, d
     if election is not None:
         tasks[election] = "leader-election"
     tasks[asyncio.create_task(daemon.ticker())] = "ticker"
+    policy_namespaces = config.daemon.kubernetes.scaling_policy_namespaces
+    if policy_namespaces and hasattr(daemon.actuator, "api_client"):
+        from runtime.policies import ScalingPolicyController
+
+        policies = ScalingPolicyController(daemon, daemon.actuator.api_client, policy_namespaces)
+        tasks[asyncio.create_task(policies.run())] = "scaling-policies"
     if state_file is not None:
         tasks[asyncio.create_task(daemon.snapshotter(state_file))] = "snapshotter"
     health_runner = None
@@ -426,6 +519,7 @@ async def run_daemon(config: AppConfig, duration_seconds: float | None = None, d
     for task in [*tasks, stopper]:
         task.cancel()
     await asyncio.gather(*tasks, stopper, return_exceptions=True)
+    await daemon.remove_added_workloads()
     if state_file is not None:
         daemon.write_snapshot(state_file)
     if health_runner is not None:

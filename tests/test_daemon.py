@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -84,8 +85,10 @@ async def test_event_triggers_immediate_decision(tmp_path):
     elapsed = time.perf_counter() - sent
     await asyncio.sleep(0.3)
     assert len(decisions) == before + 1
-    # 5 units/s at 0.08 * 0.8 per replica -> 79 replicas wanted; the decision reflects it.
-    assert decisions[-1].reactive_replicas == 79
+    # 5 units/s at capacity * utilization per replica; with 0.08 and 1.0 that is ceil(62.5) = 63.
+    workload = config.workloads[0]
+    expected = math.ceil(5.0 / (workload.capacity_per_replica * workload.target_utilization_ratio))
+    assert decisions[-1].reactive_replicas == expected
     assert elapsed < 2
     assert await task == 0
 
