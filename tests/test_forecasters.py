@@ -71,17 +71,29 @@ def test_real_trace_beats_seasonal_naive():
     assert outcome.score < 1.0  # better than the in-sample seasonal naive scale
 
 
-def test_convergence_warnings_recorded_not_silenced():
+def test_fit_warnings_recorded_not_silenced():
     import warnings
 
-    # A series of zeros with one spike makes the optimizer struggle on some versions;
-    # whatever it emits must end up in the outcome, and the global filters stay untouched.
-    before = list(warnings.filters)
-    series = np.zeros(3 * SEASON)
-    series[::SEASON] = 50.0
-    outcome = fit_job("holt_winters", series, SEASON, 0.9, len(series) - 1, horizon=3)
-    assert warnings.filters == before
-    assert isinstance(outcome.warnings, list)
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    from forecasters.seasonal_naive import SeasonalNaive
+
+    class WarningNaive(SeasonalNaive):
+        name = "warning_naive"
+
+        def _fit(self, history, season, upper_quantile_ratio, end_index):
+            warnings.warn("optimizer stopped early", ConvergenceWarning)
+            return super()._fit(history, season, upper_quantile_ratio, end_index)
+
+    filters_before = list(warnings.filters)
+    model = WarningNaive().fit(synthetic(3 * SEASON), SEASON, 0.9, end_index=3 * SEASON - 1)
+    assert model.fit_warnings == ["ConvergenceWarning: optimizer stopped early"]
+    # The recording is scoped to the fit: the process-wide filters are unchanged.
+    assert warnings.filters == filters_before
+    with warnings.catch_warnings(record=True) as later:
+        warnings.simplefilter("always")
+        warnings.warn("after the fit", ConvergenceWarning)
+    assert len(later) == 1
 
 
 def test_mase_scale_of_constant_series_is_nan():

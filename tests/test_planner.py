@@ -222,7 +222,7 @@ def test_unknown_signal_still_scales_up_on_valid_signal():
 
 
 def test_unknown_signal_blocks_scale_down_on_valid_signal():
-    # The backlog alone would go to 1, but the unknown load signal holds 12.
+    # The backlog alone would go to 1, but the unknown load signal keeps the count at 12.
     signals = (SignalSpec("load", "load", 10.0, 120.0), SignalSpec("lag", "backlog", 100.0, 120.0))
     observations = {"load": Observation.checked(math.nan, NOW), "lag": Observation.checked(10.0, NOW)}
     decision, _ = run(make_settings(signals=signals, use_forecast=False), observations, 12, WorkloadState(last_safe_replicas=12))
@@ -236,7 +236,7 @@ def budget(factor=1.0, aggressive=True, ceiling=None, spot=0.6, min_on_demand=1,
 
 def test_budget_factor_limits():
     # Planned at 50 % utilization (5 per replica): 200 / 5 = 40; factor 0.85 -> 34;
-    # the floor ceil(200 / 10) = 20 sits below the cut, so 34 stands.
+    # the floor ceil(200 / 10) = 20 is below the cut, so the result is 34.
     settings = make_settings(signals=(SignalSpec("load", "load", 5.0, 120.0),), use_forecast=False)
     decision, _ = run(settings, load(200.0), 40, budget=budget(0.85))
     assert decision.clamped_replicas == 40
