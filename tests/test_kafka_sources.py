@@ -326,6 +326,44 @@ async def test_burst_event_scales_up_simulated_cluster(broker):
     assert status.requested == final.final_replicas
 
 
+async def test_daemon_decision_capped_at_partitions(broker):
+    topic = unique("daemon-lag")
+    group = unique("g")
+    await create_topic(broker.bootstrap, topic, 3)
+    await commit(broker.bootstrap, group, topic, {0: 0, 1: 0, 2: 0})
+    # 9,000 records on one partition want 9 replicas at 1000 each; the group has 3 partitions.
+    await produce(broker.bootstrap, topic, {0: 9000})
+    source = {"kind": "kafka_lag", "bootstrap_servers": broker.bootstrap, "group_id": group, "topics": [topic], "poll_interval_seconds": 0.2}
+    config = parse_config({
+        "daemon": {"actuator": "simulated"},
+        "budgets": {"default": {"max_hourly_cost": 100, "on_demand_price_per_replica_hour": 0.1, "spot_price_per_replica_hour": 0.03}},
+        "workloads": [{
+            "name": "consumers", "target": {"namespace": "ns", "name": "consumers"}, "min_replicas": 1, "max_replicas": 40,
+            "capacity_per_replica": 1000.0, "startup_lead_seconds": 0, "forecaster": {"model": "none"},
+            "behavior": {"scale_up": {"stabilization_window_seconds": 0, "policies": [{"type": "Pods", "value": 40, "period_seconds": 15}]}},
+            "signals": [
+                {"name": "arrivals", "role": "load", "source": source},
+                {"name": "lag", "role": "backlog", "source": source},
+            ],
+        }],
+    })
+    daemon = Daemon(config)
+    # The load and backlog signals share one connection to the broker.
+    assert len(daemon.sources) == 1
+    runtime = daemon.runtimes["consumers"]
+    task = asyncio.create_task(daemon.sources[0].run(daemon.submit_observation))
+    try:
+        # Two polls: the arrival rate needs a second sample.
+        await wait_for(lambda: "arrivals" in runtime.latest and runtime.latest["arrivals"].validity is Validity.OK)
+        decision = await daemon.evaluate("consumers")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert decision.invalid_signals == ()
+    assert decision.reactive_replicas == 3
+    assert decision.final_replicas == 3
+
+
 async def test_broker_restart_reconnects(broker):
     lag_topic = unique("restart-lag")
     events_topic = unique("restart-events")

@@ -12,12 +12,14 @@ import time
 
 import numpy as np
 import pytest
+import requests
 import structlog
 
 from runtime.config import PrometheusSourceConfig, parse_config
 from runtime.daemon import Daemon, run_daemon
 from runtime.model import Reason, Validity
 from runtime.credentials import SecretError
+from runtime import prometheus_source
 from runtime.prometheus_source import MAX_POINTS_PER_SERIES, PrometheusSource, build_client, history_chunks
 
 try:
@@ -140,6 +142,15 @@ def test_secret_from_missing_env_names_variable(monkeypatch):
         build_client(config)
 
 
+def use_fresh_logger(monkeypatch) -> None:
+    """Give the source module a new logger proxy, so capture_logs sees its events.
+
+    configure_logging caches loggers on first use, so a proxy used by an earlier test
+    keeps writing to that test's stream and bypasses capture_logs.
+    """
+    monkeypatch.setattr(prometheus_source, "log", structlog.get_logger("agent_autoscaler.prometheus"))
+
+
 async def test_bearer_token_never_logged(monkeypatch, tmp_path):
     token = "s3cret-token-value"
     token_file = tmp_path / "token"
@@ -150,6 +161,7 @@ async def test_bearer_token_never_logged(monkeypatch, tmp_path):
     assert source.client.headers["Authorization"] == f"Bearer {token}"
     seen = []
     with structlog.testing.capture_logs() as logs:
+        use_fresh_logger(monkeypatch)
         task = asyncio.create_task(source.run(lambda *args: seen.append(args)))
         while source.failures < 2:
             await asyncio.sleep(0.05)
@@ -237,3 +249,97 @@ async def test_run_daemon_rejects_unreadable_secret(monkeypatch):
     monkeypatch.delenv("AUTOSCALER_TEST_TOKEN", raising=False)
     config = app_config_with_source({"kind": "prometheus", "url": "http://127.0.0.1:9", "query": "up", "bearer_token_env": "AUTOSCALER_TEST_TOKEN"})
     assert await run_daemon(config, duration_seconds=1, serve_metrics=False) == 3
+
+
+@pytest.fixture(scope="module")
+def secured_prometheus(tmp_path_factory):
+    """A second Prometheus that serves HTTPS with a throwaway CA and requires basic auth."""
+    binaries = realstack.find_prometheus()
+    realstack.require(binaries, "Prometheus")
+    bcrypt = pytest.importorskip("bcrypt")
+    workdir = tmp_path_factory.mktemp("prometheus-tls")
+    cert_dir = workdir / "certs"
+    realstack.write_kube_certificates(cert_dir)
+    password = "correct-horse-battery"
+    password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web_config = workdir / "web.yml"
+    web_config.write_text(
+        "tls_server_config:\n"
+        f"  cert_file: {cert_dir / 'apiserver.crt'}\n"
+        f"  key_file: {cert_dir / 'apiserver.key'}\n"
+        "basic_auth_users:\n"
+        f"  scaler: '{password_hash}'\n"
+    )
+    config_file = workdir / "prometheus.yml"
+    config_file.write_text(realstack.PROMETHEUS_CONFIG)
+    port = realstack.free_port()
+    process = realstack.ServerProcess(
+        "prometheus-tls",
+        [binaries[0], f"--config.file={config_file}", f"--storage.tsdb.path={workdir / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={web_config}"],
+        workdir / "prometheus.log",
+        # /-/ready needs credentials here, so an open port is the readiness signal.
+        is_ready=lambda: realstack.port_accepts(port),
+        startup_timeout_s=30,
+        stop_timeout_s=20,
+    )
+    process.start()
+    try:
+        yield {"url": f"https://127.0.0.1:{port}", "ca_file": cert_dir / "ca.crt", "password": password, "workdir": workdir}
+    finally:
+        process.stop()
+
+
+async def poll_until_answer(source: PrometheusSource, timeout_seconds: float = 20.0):
+    """Poll until the server responds (it may still be starting); return the observation or the last error."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            return await source.poll_once()
+        except Exception as exc:  # noqa: BLE001 - the caller asserts on the type
+            if time.monotonic() > deadline or not isinstance(exc, OSError) or "Connection refused" not in str(exc):
+                return exc
+            await asyncio.sleep(0.2)
+
+
+async def test_tls_and_basic_auth_accepted(secured_prometheus):
+    password_file = secured_prometheus["workdir"] / "password"
+    password_file.write_text(secured_prometheus["password"] + "\n")
+    config = source_config(
+        secured_prometheus["url"], "vector(7)", tls_ca_file=secured_prometheus["ca_file"],
+        basic_auth_username="scaler", basic_auth_password_file=password_file,
+    )
+    source = PrometheusSource("web", "requests", config, stale_after_seconds=60, is_load_signal=True)
+    result = await poll_until_answer(source)
+    assert not isinstance(result, Exception), result
+    assert result.validity is Validity.OK
+    assert result.value == 7.0
+
+
+async def test_wrong_password_marks_source_down(secured_prometheus, monkeypatch):
+    monkeypatch.setenv("AUTOSCALER_TEST_PROMETHEUS_PASSWORD", "wrong-password-value")
+    config = source_config(
+        secured_prometheus["url"], "vector(7)", tls_ca_file=secured_prometheus["ca_file"],
+        basic_auth_username="scaler", basic_auth_password_env="AUTOSCALER_TEST_PROMETHEUS_PASSWORD",
+    )
+    source = PrometheusSource("web", "requests", config, stale_after_seconds=60, is_load_signal=True)
+    seen = []
+    with structlog.testing.capture_logs() as logs:
+        use_fresh_logger(monkeypatch)
+        task = asyncio.create_task(source.run(lambda *args: seen.append(args)))
+        await wait_for(lambda: source.failures >= 1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert seen[-1][2].validity is Validity.SOURCE_DOWN
+    failures_logged = [entry for entry in logs if entry["event"].startswith("prometheus query failed")]
+    assert len(failures_logged) == 1, logs
+    assert "401" in failures_logged[0]["error"], failures_logged
+    assert all("wrong-password-value" not in repr(entry) for entry in logs)
+
+
+async def test_unknown_ca_marks_source_down(secured_prometheus):
+    # Without tls_ca_file the system store is used, which does not know the test CA.
+    config = source_config(secured_prometheus["url"], "vector(7)")
+    source = PrometheusSource("web", "requests", config, stale_after_seconds=60, is_load_signal=True)
+    result = await poll_until_answer(source)
+    assert isinstance(result, requests.exceptions.SSLError)
