@@ -72,6 +72,9 @@ def interpret_instant_result(result: Any, now: float, stale_after_seconds: float
     observation = Observation.checked(value, timestamp)
     if observation.validity is not Validity.OK:
         return Observation.unknown(timestamp, observation.validity, f"query {query_id}: {observation.detail}")
+    # NOTE: Prometheus stamps an instant result with the evaluation time, so this only
+    # catches a lagging server clock. A series that stopped updating drops out after the
+    # server's lookback delta (5 minutes by default) and then shows as MISSING.
     age = now - timestamp
     if age > stale_after_seconds:
         return Observation.unknown(timestamp, Validity.STALE, f"query {query_id}: sample is {age:.0f} s old (limit {stale_after_seconds:.0f} s)")

@@ -143,7 +143,7 @@ def test_secret_from_missing_env_names_variable(monkeypatch):
 
 
 def use_fresh_logger(monkeypatch) -> None:
-    """Give the source module a new logger proxy, so capture_logs sees its events.
+    """Give the source module a new logger proxy, so capture_logs records its events.
 
     configure_logging caches loggers on first use, so a proxy used by an earlier test
     keeps writing to that test's stream and bypasses capture_logs.
@@ -257,6 +257,7 @@ def secured_prometheus(tmp_path_factory):
     binaries = realstack.find_prometheus()
     realstack.require(binaries, "Prometheus")
     bcrypt = pytest.importorskip("bcrypt")
+
     workdir = tmp_path_factory.mktemp("prometheus-tls")
     cert_dir = workdir / "certs"
     realstack.write_kube_certificates(cert_dir)
@@ -270,6 +271,7 @@ def secured_prometheus(tmp_path_factory):
         "basic_auth_users:\n"
         f"  scaler: '{password_hash}'\n"
     )
+
     config_file = workdir / "prometheus.yml"
     config_file.write_text(realstack.PROMETHEUS_CONFIG)
     port = realstack.free_port()
