@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from runtime.config import WorkloadConfig
 from runtime.model import Decision
 
 
@@ -29,6 +30,14 @@ class Actuator(abc.ABC):
 
     async def status(self, workload: str, now: float) -> ReplicaStatus | None:
         """Return the workload's current status, or None when unknown."""
+        return None
+
+    def add_workload(self, workload: WorkloadConfig) -> None:
+        """Start accepting decisions for a workload added while the daemon runs."""
+        return None
+
+    def remove_workload(self, name: str) -> None:
+        """Forget a workload removed while the daemon runs, with any cached state of its targets."""
         return None
 
     async def close(self) -> None:

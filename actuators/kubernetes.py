@@ -166,6 +166,32 @@ class KubernetesActuator(Actuator):
             return WorkloadPlan(workload.name, "hpa_floor", target, (target.name,), floor.hpa_name, floor.raise_max_replicas)
         return WorkloadPlan(workload.name, "scale", target, (target.name,))
 
+    def add_workload(self, workload: WorkloadConfig) -> None:
+        self.plans[workload.name] = self._plan(workload)
+
+    def remove_workload(self, name: str) -> None:
+        plan = self.plans.pop(name, None)
+        if plan is None:
+            return
+        # Drop the cached counts so that a workload added again for the same object reads it first.
+        for target in plan.targets:
+            self.objects.pop(target, None)
+        if plan.hpa_name is not None:
+            self.hpas.pop((plan.target_ref.namespace, plan.hpa_name), None)
+        self.last_event_at.pop(name, None)
+
+    def target_problem(self, workload: str) -> tuple[str, str] | None:
+        """Return (reason, message) when the workload's target cannot be scaled now, else None."""
+        plan = self.plans.get(workload)
+        if plan is None:
+            return None
+        if plan.error is not None:
+            return "TargetInvalid", plan.error
+        missing = [target.identity for target in plan.targets if (state := self.objects.get(target)) is not None and state.missing]
+        if missing:
+            return "TargetNotFound", f"target {', '.join(missing)} was not found; create it or correct spec.target"
+        return None
+
     # Client and discovery ---------------------------------------------------------------
 
     async def api_client(self) -> k8s.ApiClient:

@@ -12,6 +12,7 @@ import bisect
 import random
 
 from actuators.base import Actuator, ReplicaStatus
+from runtime.config import WorkloadConfig
 from runtime.model import Decision
 
 
@@ -82,10 +83,18 @@ class SimulatedActuator(Actuator):
     name = "simulated"
 
     def __init__(self, leads: dict[str, float], preemptions_per_hour: float = 0.0, seed: int = 1):
+        self.preemptions_per_hour = preemptions_per_hour
+        self.seed = seed
         self.clusters = {
             workload: SimulatedCluster(lead, preemptions_per_hour, seed + index)
             for index, (workload, lead) in enumerate(sorted(leads.items()))
         }
+
+    def add_workload(self, workload: WorkloadConfig) -> None:
+        self.clusters[workload.name] = SimulatedCluster(float(workload.startup_lead_seconds), self.preemptions_per_hour, self.seed + len(self.clusters))
+
+    def remove_workload(self, name: str) -> None:
+        self.clusters.pop(name, None)
 
     async def apply(self, decision: Decision, now: float) -> ReplicaStatus:
         cluster = self.clusters[decision.workload]

@@ -37,6 +37,8 @@ class BudgetLedger:
     spent: float = 0.0
     # Cost per hour of what each workload ran in its last accrued interval.
     hourly_rate_by_workload: dict[str, float] = field(default_factory=dict)
+    # Tiers that replace config.tiers for one workload (from a ScalingPolicy's budget_tiers).
+    tiers_by_workload: dict[str, tuple[BudgetTier, ...]] = field(default_factory=dict)
 
     def _roll_period(self, now: float) -> None:
         start = math.floor(now / self.config.period_seconds) * self.config.period_seconds
@@ -65,7 +67,7 @@ class BudgetLedger:
     def state_for(self, workload: str, now: float) -> BudgetState:
         """Return what the planner needs from this budget for one workload."""
         remaining = self.remaining_ratio(now)
-        tier = select_tier(self.config.tiers, remaining)
+        tier = select_tier(self.tiers_by_workload.get(workload, self.config.tiers), remaining)
         limit = self.config.hourly_cost_limit
         alert = self.hourly_rate() >= self.config.alert_threshold_ratio * limit
         others = self.hourly_rate() - self.hourly_rate_by_workload.get(workload, 0.0)

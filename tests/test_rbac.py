@@ -66,6 +66,8 @@ ALLOWED = [
     ("create", "events", TARGET, "", "", ""),
     ("watch", "scalingpolicies", TARGET, "scaling.agent-autoscaler.io", "", ""),
     ("update", "scalingpolicies", TARGET, "scaling.agent-autoscaler.io", "status", ""),
+    ("list", "scalingpolicies", TARGET, "scaling.agent-autoscaler.io", "", ""),
+    ("patch", "scalingpolicies", TARGET, "scaling.agent-autoscaler.io", "status", ""),
     ("create", "leases", DAEMON_NAMESPACE, "coordination.k8s.io", "", ""),
     ("update", "leases", DAEMON_NAMESPACE, "coordination.k8s.io", "", "agent-autoscaler"),
 ]
@@ -80,6 +82,8 @@ REFUSED = [
     ("update", "deployments", UNCONFIGURED, "apps", "scale", ""),
     ("get", "deployments", UNCONFIGURED, "apps", "", ""),
     ("update", "scalingpolicies", TARGET, "scaling.agent-autoscaler.io", "", ""),
+    ("patch", "scalingpolicies", TARGET, "scaling.agent-autoscaler.io", "", ""),
+    ("list", "scalingpolicies", UNCONFIGURED, "scaling.agent-autoscaler.io", "", ""),
     ("delete", "horizontalpodautoscalers", TARGET, "autoscaling", "", ""),
     ("update", "leases", DAEMON_NAMESPACE, "coordination.k8s.io", "", "someone-else"),
     ("create", "customresourcedefinitions", "", "apiextensions.k8s.io", "", ""),
