@@ -145,9 +145,9 @@ class KafkaConnectionConfig(StrictModel):
     """How to reach a Kafka cluster; the SASL password comes from a file or an environment variable."""
 
     bootstrap_servers: str = Field(min_length=1, description="Comma-separated host:port list.")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(default="PLAINTEXT")
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(default="PLAIN")
-    sasl_username: str | None = Field(default=None)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(default="PLAINTEXT", description="Kafka security.protocol: TLS and SASL combinations.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(default="PLAIN", description="SASL mechanism for the SASL protocols.")
+    sasl_username: str | None = Field(default=None, description="SASL user name; required with SASL_PLAINTEXT and SASL_SSL.")
     sasl_password_file: Path | None = Field(default=None, description="File containing the SASL password.")
     sasl_password_env: str | None = Field(default=None, description="Environment variable containing the SASL password.")
     tls_ca_file: Path | None = Field(default=None, description="CA bundle for SSL and SASL_SSL; the system store when unset.")
@@ -416,6 +416,11 @@ class KubernetesActuatorConfig(StrictModel):
     spot_split: dict[str, SpotSplitTargets] = Field(default_factory=dict, description="Workload name to the two objects that receive its on-demand and spot counts.")
     hpa_floor: dict[str, HpaFloorTarget] = Field(default_factory=dict, description="Workload name to the HPA whose minReplicas the daemon sets instead of writing replicas.")
     leader_election: LeaderElectionConfig | None = Field(default=None, description="Lease-based leader election; none means this process always actuates.")
+    scaling_policy_namespaces: tuple[Annotated[str, Field(min_length=1, max_length=63)], ...] = Field(
+        default=(),
+        description="Namespaces whose ScalingPolicy resources define more workloads, one watch each; empty disables them. "
+        "The ClusterRole agent-autoscaler must be bound in each.",
+    )
 
     @model_validator(mode="after")
     def _check_modes(self) -> "KubernetesActuatorConfig":
@@ -439,6 +444,15 @@ class DaemonConfig(StrictModel):
     state_file: Path | None = Field(default=None, description="Per-workload state snapshot for restarts; none disables it.")
     state_snapshot_interval_seconds: float = Field(default=60.0, gt=0, description="Snapshot period; bounds the state lost in a crash.")
     fit_workers: int = Field(default=1, ge=1, description="Processes that fit forecasters off the event loop.")
+
+    @model_validator(mode="after")
+    def _check_policy_actuator(self) -> "DaemonConfig":
+        if self.kubernetes.scaling_policy_namespaces and self.actuator != "kubernetes":
+            raise ValueError(
+                f"kubernetes.scaling_policy_namespaces is set but actuator is {self.actuator!r}; "
+                "ScalingPolicy resources need actuator: kubernetes, so set it or remove the namespaces"
+            )
+        return self
 
     @field_validator("metrics_address")
     @classmethod
