@@ -81,8 +81,13 @@ def render() -> str:
         lines.append("|---|---|---|---|")
         for name, field in model.model_fields.items():
             description = (field.description or "").replace("|", "\\|")
+            nested_models = _models(field.annotation)
+            if not description and nested_models:
+                description = "See " + ", ".join(f"{nested.__name__}" for nested in nested_models) + " below."
+            elif not description and name == "kind":
+                description = "Selects this source type."
             lines.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")
-            for nested in _models(field.annotation):
+            for nested in nested_models:
                 queue.append((f"`{name}` of {model.__name__}", nested))
     return "\n".join(lines) + "\n"
 
