@@ -216,6 +216,8 @@ class ScalingPolicyController:
         self.request_timeout_seconds = request_timeout_seconds or settings.request_timeout_seconds
         self.field_manager = field_manager or settings.field_manager
         self.policies: dict[tuple[str, str], PolicyState] = {}
+        # Accepted policies by workload name, for the decision listener.
+        self.by_workload: dict[str, PolicyState] = {}
         self.counters = PolicyCounters()
         self.file_names = {workload.name for workload in daemon.config.workloads}
         self.file_targets = {_target_key(workload): workload.name for workload in daemon.config.workloads}
@@ -351,6 +353,7 @@ class ScalingPolicyController:
 
     async def _deactivate(self, state: PolicyState) -> None:
         if state.workload is not None:
+            self.by_workload.pop(state.workload.name, None)
             await self.daemon.remove_workload(state.workload.name)
             state.workload = None
         state.last_decision = None
@@ -374,7 +377,10 @@ class ScalingPolicyController:
         except Exception as exc:  # a source that fails to start affects this policy only
             self._reject(state, "Invalid", "SourceFailed", f"a signal source failed to start, so nothing is scaled: {exc!r}", [repr(exc)])
             return
+        # NOTE: a spec change replaces the runtime, so planner state and load history start over,
+        # and the daemon's state file does not restore workloads that come from ScalingPolicy resources.
         state.workload = workload
+        self.by_workload[workload.name] = state
         state.phase = "Pending"
         state.problem = None
         log.info("scaling policy accepted", namespace=state.namespace, policy=state.name, workload=workload.name,
@@ -411,7 +417,7 @@ class ScalingPolicyController:
     # Status -------------------------------------------------------------------------------
 
     def on_decision(self, decision: Decision) -> None:
-        state = next((s for s in self.policies.values() if s.workload is not None and s.workload.name == decision.workload), None)
+        state = self.by_workload.get(decision.workload)
         if state is None:
             return
         previous = state.last_decision
@@ -499,8 +505,14 @@ class ScalingPolicyController:
             keys, self.dirty = self.dirty, set()
             for key in keys:
                 state = self.policies.get(key)
-                if state is not None:
+                if state is None:
+                    continue
+                try:
                     await self.write_status(state)
+                except Exception as exc:  # a defect for one policy must not stop the writer for the others
+                    self.counters.errors["status_defect"] += 1
+                    log.error("scaling policy status write failed", namespace=state.namespace, policy=state.name, workload=state.name,
+                              reason=f"defect_{type(exc).__name__}", error=repr(exc))
 
     async def write_status(self, state: PolicyState) -> bool:
         """Patch the status subresource when it would change; return whether a write succeeded."""

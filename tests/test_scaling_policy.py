@@ -108,11 +108,11 @@ def app_config(trace: Path, file_workloads: list[dict] | None = None):
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(kube, config, watch_from: str | None = None):
+async def running_daemon(kube, config, watch_from: str | None = None, namespaces: tuple[str, ...] = (NAMESPACE,)):
     """Run the ticker and the policy controller as `scaler`; `watch_from` starts the watch without a list."""
     actuator = KubernetesActuator(config, kh.client_configuration(kube, "scaler"))
     daemon = Daemon(config, actuator=actuator)
-    controller = ScalingPolicyController(daemon, actuator.api_client, [NAMESPACE], watch_timeout_seconds=30, retry_max_seconds=1.0)
+    controller = ScalingPolicyController(daemon, actuator.api_client, namespaces, watch_timeout_seconds=30, retry_max_seconds=0.5)
     if watch_from is None:
         runner = asyncio.create_task(controller.run())
     else:
@@ -351,6 +351,30 @@ async def test_watch_lists_again_after_gone(kube, trace_file):
     assert any(entry["event"] == "scaling policy watch expired; listing again" for entry in logs)
 
 
+async def test_unbound_namespace_retried(kube, trace_file):
+    name = unique("beside")
+    kh.create(kube, kh.deployment(name, NAMESPACE, 1))
+    create_policy(kube, name, policy_spec(name, trace_file))
+    # The ClusterRole is bound in team-a only, so every list in `default` is rejected with 403.
+    with capture_logs() as logs:
+        async with running_daemon(kube, app_config(trace_file), namespaces=(NAMESPACE, "default")):
+            await wait_for_replicas(kube, name, EXPECTED_REPLICAS)
+            await asyncio.sleep(1.0)
+    failures = [entry for entry in logs if entry["event"] == "scaling policy watch failed; listing again"]
+    assert len(failures) >= 2
+    assert {entry["namespace"] for entry in failures} == {"default"}
+    assert {entry["reason"] for entry in failures} == {"http_403"}
+
+
+async def test_missing_target_not_ready(kube, trace_file):
+    name = unique("ghost")
+    async with running_daemon(kube, app_config(trace_file)):
+        create_policy(kube, name, policy_spec(name, trace_file))
+        resource = await wait_for_status(kube, name, lambda r: ready_reason(r) == "TargetNotFound")
+    assert resource["status"]["phase"] == "Active"
+    assert name in condition(resource, "Ready")["message"]
+
+
 async def test_run_daemon_starts_policy_watch(kube, trace_file):
     name = unique("wired")
     kh.create(kube, kh.deployment(name, NAMESPACE, 1))
@@ -358,7 +382,7 @@ async def test_run_daemon_starts_policy_watch(kube, trace_file):
     config = app_config(trace_file)
     actuator = KubernetesActuator(config, kh.client_configuration(kube, "scaler"))
     daemon = Daemon(config, actuator=actuator)
-    run = asyncio.create_task(run_daemon(config, duration_seconds=8, daemon=daemon, serve_metrics=False))
+    run = asyncio.create_task(run_daemon(config, duration_seconds=5, daemon=daemon, serve_metrics=False))
     try:
         await wait_for_replicas(kube, name, EXPECTED_REPLICAS)
     finally:
