@@ -263,6 +263,12 @@ class WorkloadConfig(StrictModel):
     max_replicas: int = Field(gt=0, description="Most replicas the daemon ever requests.")
     capacity_per_replica: float = Field(gt=0, description="Load units per second one ready replica serves at full utilization.")
     target_utilization_ratio: float = Field(default=0.8, gt=0, le=1.0, description="Share of capacity_per_replica planned for, as an HPA utilization target.")
+    fallback_target_utilization_ratio: float | None = Field(
+        default=None, gt=0, le=1.0,
+        description="Target utilization while no forecast backs the decision (too little history, a failed fit); "
+        "none means target_utilization_ratio. Lets a workload whose forecast supplies its headroom run at 1.0 "
+        "and still keep HPA-like headroom when the forecast is missing.",
+    )
     tolerance_ratio: float = Field(default=0.1, ge=0, lt=1.0, description="No change while load/target stays within 1 +- this ratio (HPA default 0.1).")
     startup_lead_seconds: int = Field(default=480, ge=0, description="Seconds until a new replica serves load.")
     forecast_horizon_seconds: int = Field(default=900, gt=0, description="How far ahead the forecast proposal looks; at least startup_lead_seconds.")
@@ -524,8 +530,21 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{location or '<root>'}: {message.removeprefix('Value error, ')}"
     else:
         hint = "change the value"
-    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    shown = repr(value) if not isinstance(value, (dict, list, tuple)) else ("{...}" if isinstance(value, dict) else "[...]")
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
     return f"{location or '<root>'}: {message} (got {shown}); {hint}"
+
+
+def _relevant_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop a list's "too short" error when one of its items failed: the item's error is the cause."""
+    locations = [tuple(error["loc"]) for error in errors]
+    kept = []
+    for error, location in zip(errors, locations):
+        if error["type"] == "too_short" and any(other[: len(location)] == location and len(other) > len(location) for other in locations):
+            continue
+        kept.append(error)
+    return kept
 
 
 def parse_config(data: Any, source: Path | str = "<memory>") -> AppConfig:
@@ -535,7 +554,7 @@ def parse_config(data: Any, source: Path | str = "<memory>") -> AppConfig:
     try:
         return AppConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(error) for error in exc.errors()]) from None
+        raise ConfigError(source, [_describe(error) for error in _relevant_errors(exc.errors())]) from None
 
 
 def load_config(path: Path | str) -> AppConfig:

@@ -5,8 +5,9 @@ simulator and the tests run exactly the same arithmetic. The stages follow the
 Kubernetes HPA controller where they overlap with it (tolerance, stabilization
 windows, rate policies, min/max) and add the forecast, the budget and the spot split:
 
-    reactive proposal   HPA formula per signal, max over usable signals
     forecast proposal   forecast upper quantile over [now + lead, now + horizon]
+    reactive proposal   HPA formula per signal, max over usable signals; the load
+                        signal uses the fallback utilization when the forecast is missing
     combined            max of the two (a forecast adds capacity, never removes it)
     stabilized          HPA stabilization windows over past combined values
     rate limited        HPA scale-up / scale-down policies
@@ -72,6 +73,9 @@ class PlannerSettings:
     scale_up: RulesSpec
     scale_down: RulesSpec
     use_forecast: bool = True
+    # Per-replica load planned for while forecasting is on but no forecast is available;
+    # None means the load signal's own per_replica.
+    fallback_load_per_replica: float | None = None
 
     @classmethod
     def from_config(cls, workload: WorkloadConfig, behavior: Behavior | None = None) -> "PlannerSettings":
@@ -98,6 +102,11 @@ class PlannerSettings:
             scale_up=RulesSpec.from_rules(behavior.scale_up),
             scale_down=RulesSpec.from_rules(behavior.scale_down),
             use_forecast=workload.forecaster.model != "none",
+            fallback_load_per_replica=(
+                workload.capacity_per_replica * workload.fallback_target_utilization_ratio
+                if workload.fallback_target_utilization_ratio is not None
+                else None
+            ),
         )
 
     @property
@@ -199,36 +208,9 @@ def plan(
     last safe count and may only scale up on the signals that remain usable.
     """
     current = current_replicas
-
-    # Stage 1: reactive proposal, the max over usable signals like a multi-metric HPA.
-    reactive: int | None = None
-    within_tolerance = False
-    invalid: list[str] = []
     details: list[str] = []
-    load_value = math.nan
-    for signal in settings.signals:
-        observation = observations.get(signal.name)
-        if observation is None:
-            invalid.append(signal.name)
-            details.append(f"{signal.name}: no sample yet")
-            continue
-        usable, validity, why = observation.usable_at(now, signal.stale_after_seconds)
-        if not usable:
-            invalid.append(signal.name)
-            details.append(f"{signal.name}: {validity.value} ({why})")
-            continue
-        if signal.role == "load":
-            load_value = observation.value
-        proposal, held = reactive_replicas(observation.value, signal.per_replica, current, settings.tolerance_ratio)
-        if observation.max_replicas is not None and proposal >= observation.max_replicas:
-            proposal, held = observation.max_replicas, False
-        if reactive is None or proposal > reactive:
-            reactive = proposal
-            within_tolerance = held
-        elif proposal == reactive:
-            within_tolerance = within_tolerance or held
 
-    # Stage 2: forecast proposal over the window new replicas could actually serve.
+    # Stage 1: forecast proposal over the window new replicas could actually serve.
     forecast_replicas: int | None = None
     forecast_upper: float | None = None
     forecaster = "none"
@@ -242,6 +224,38 @@ def plan(
             details.append("forecast does not cover the lead window")
     elif settings.use_forecast:
         forecaster = "reactive_fallback"
+
+    # Stage 2: reactive proposal, the max over usable signals like a multi-metric HPA.
+    # Without the forecast it would have had, the load signal plans with the fallback headroom.
+    forecast_missing = settings.use_forecast and forecast_replicas is None
+    reactive: int | None = None
+    within_tolerance = False
+    invalid: list[str] = []
+    load_value = math.nan
+    for signal in settings.signals:
+        observation = observations.get(signal.name)
+        if observation is None:
+            invalid.append(signal.name)
+            details.append(f"{signal.name}: no sample yet")
+            continue
+        usable, validity, why = observation.usable_at(now, signal.stale_after_seconds)
+        if not usable:
+            invalid.append(signal.name)
+            details.append(f"{signal.name}: {validity.value} ({why})")
+            continue
+        per_replica = signal.per_replica
+        if signal.role == "load":
+            load_value = observation.value
+            if forecast_missing and settings.fallback_load_per_replica is not None:
+                per_replica = settings.fallback_load_per_replica
+        proposal, held = reactive_replicas(observation.value, per_replica, current, settings.tolerance_ratio)
+        if observation.max_replicas is not None and proposal >= observation.max_replicas:
+            proposal, held = observation.max_replicas, False
+        if reactive is None or proposal > reactive:
+            reactive = proposal
+            within_tolerance = held
+        elif proposal == reactive:
+            within_tolerance = within_tolerance or held
 
     # Stage 3: combine. Unknown signals block scale-down below the last safe count.
     proposals = [value for value in (reactive, forecast_replicas) if value is not None]

@@ -185,6 +185,23 @@ def test_forecast_window_uses_lead_not_now():
     assert decision.forecast_replicas == 10
 
 
+def test_missing_forecast_uses_fallback_utilization():
+    # Planned at full utilization (10 per replica) with a fallback of 0.8 (8 per replica):
+    # with a forecast, load 100 needs 10; without one, ceil(100 / 8) = 13.
+    settings = make_settings(fallback_load_per_replica=8.0)
+    with_forecast, _ = run(settings, load(100.0), 10, forecast=forecast_path(50.0))
+    assert with_forecast.reactive_replicas == 10
+    without, _ = run(settings, load(100.0), 10, forecast=None)
+    assert without.reactive_replicas == 13
+    assert without.forecaster == "reactive_fallback"
+
+
+def test_fallback_utilization_unused_when_forecasting_off():
+    settings = make_settings(fallback_load_per_replica=8.0, use_forecast=False)
+    decision, _ = run(settings, load(100.0), 10)
+    assert decision.reactive_replicas == 10
+
+
 def test_forecast_not_covering_falls_back():
     decision, _ = run(make_settings(), load(100.0), 10, forecast=forecast_path(200.0, start=NOW - 10_000))
     assert decision.forecaster == "reactive_fallback"
