@@ -13,7 +13,10 @@ defects fixed:
 - the replica cap (partition count, or partitions with lag) is computed with integer
   arithmetic and reported separately so that the planner can apply it exactly;
 - a partition whose committed offset has not moved for `stuck_after_seconds` while it
-  has lag is reported as stuck and left out of the demand.
+  has lag is reported as stuck and left out of the demand;
+- a snapshot that contradicts the previous one (a committed offset vanished, a log-end
+  offset went back or fell below the committed offset) is unknown, not zero lag, until
+  it persists; `offsets_inconsistency` names the contradiction.
 
 All offsets are integers and all times are Unix seconds.
 """
@@ -225,3 +228,25 @@ def lag_seconds(lag: int, consumption_rate: float | None) -> float | None:
     if consumption_rate is None or consumption_rate <= 0:
         return None
     return lag / consumption_rate
+
+
+def offsets_inconsistency(previous: list[PartitionOffsets] | None, current: list[PartitionOffsets]) -> str | None:
+    """Return why `current` cannot be trusted against `previous`, or None when it is consistent.
+
+    Right after a broker restart the group coordinator may still be loading: committed
+    offsets vanish for a moment, or log-end offsets read low. Taken at face value that
+    is zero lag, which would scale the group down while its backlog is intact.
+    """
+    before = {(item.topic, item.partition): item for item in previous or []}
+    for item in current:
+        name = f"{item.topic}/{item.partition}"
+        if item.committed is not None and item.committed > item.log_end:
+            return f"{name}: committed offset {item.committed} is past the log-end offset {item.log_end}"
+        old = before.get((item.topic, item.partition))
+        if old is None:
+            continue
+        if item.log_end < old.log_end:
+            return f"{name}: log-end offset went back from {old.log_end} to {item.log_end}"
+        if old.committed is not None and item.committed is None:
+            return f"{name}: committed offset {old.committed} disappeared"
+    return None

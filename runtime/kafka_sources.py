@@ -25,11 +25,18 @@ from aiokafka.helpers import create_ssl_context
 from runtime.config import KafkaConnectionConfig, KafkaEventsSourceConfig, KafkaLagSourceConfig
 from runtime.credentials import read_secret
 from runtime.daemon import ObservationSink, SignalSource
-from runtime.kafka_lag import LagAssessment, LagRules, OffsetRates, PartitionOffsets, StuckDetector, assess_lag, lag_seconds
+from runtime.kafka_lag import (
+    LagAssessment, LagRules, OffsetRates, PartitionOffsets, StuckDetector, assess_lag, lag_seconds, offsets_inconsistency,
+)
 from runtime.lag_events import EventLimits, EventRejected, EventRoute, EventRouter, LagEvent, RejectionCounter, parse_lag_event
 from runtime.model import Observation, Validity
 
 log = structlog.get_logger("agent_autoscaler.kafka")
+
+# How long offsets that contradict the previous poll stay unknown before they are
+# accepted as the new truth. A restarted broker's coordinator loads in seconds; a
+# change that lasts a minute (expired offsets, a recreated topic) is real.
+OFFSETS_SETTLE_SECONDS = 60.0
 
 BROKER_ERRORS = (KafkaError, asyncio.TimeoutError, OSError)
 
@@ -85,6 +92,10 @@ class KafkaLagSource(SignalSource):
         self.consumer: AIOKafkaConsumer | None = None
         self.failures = 0
         self.last: LagAssessment | None = None
+        # Last snapshot that passed the consistency check, and since when the current
+        # snapshots fail it (Unix seconds).
+        self.trusted_offsets: list[PartitionOffsets] | None = None
+        self.inconsistent_since: float | None = None
 
     async def _connect(self) -> None:
         admin = AIOKafkaAdminClient(**self.client_kwargs)
@@ -131,6 +142,22 @@ class KafkaLagSource(SignalSource):
 
     def observe(self, offsets: list[PartitionOffsets], now: float) -> list[tuple[str, Observation]]:
         """Apply the lag rules to one snapshot and return one observation per signal."""
+        problem = offsets_inconsistency(self.trusted_offsets, offsets)
+        if problem is not None:
+            if self.inconsistent_since is None:
+                self.inconsistent_since = now
+                log.warning(
+                    "kafka offsets inconsistent with the previous poll; the signals are unknown until they settle",
+                    workload=self.workload, group_id=self.config.group_id, problem=problem,
+                    accept_after_seconds=OFFSETS_SETTLE_SECONDS,
+                )
+            if now - self.inconsistent_since < OFFSETS_SETTLE_SECONDS:
+                detail = f"offsets of group {self.config.group_id} inconsistent: {problem}"
+                return [(signal, Observation.unknown(now, Validity.AMBIGUOUS, detail)) for signal, _ in self.signals]
+            # A state that persists is real (offsets expired, a topic recreated): accept it.
+            log.warning("kafka offsets stayed changed; accepting them", workload=self.workload, group_id=self.config.group_id, problem=problem)
+        self.inconsistent_since = None
+        self.trusted_offsets = offsets
         stuck = self.stuck.update(offsets, self.rules.reset_policy, now) if self.stuck else frozenset()
         self.rates.update(offsets, now)
         assessment = assess_lag(offsets, self.rules, stuck)

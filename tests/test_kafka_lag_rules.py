@@ -12,6 +12,7 @@ from runtime.kafka_lag import (
     assess_lag,
     ceil_div,
     lag_seconds,
+    offsets_inconsistency,
     partition_lag,
 )
 
@@ -209,3 +210,48 @@ def test_kafka_lag_config_rejects_invalid(overrides, message):
     with pytest.raises(ConfigError) as caught:
         lag_workload(**overrides)
     assert message in str(caught.value)
+
+
+def snapshot(log_end: int, committed: int | None, partition: int = 0) -> PartitionOffsets:
+    return PartitionOffsets("t", partition, 0, log_end, committed)
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "expected"),
+    [
+        (None, [snapshot(10, 4)], None),
+        ([snapshot(10, 4)], [snapshot(12, 6)], None),
+        ([snapshot(10, 4)], [snapshot(10, None)], "t/0: committed offset 4 disappeared"),
+        ([snapshot(10, 4)], [snapshot(0, 4)], "t/0: committed offset 4 is past the log-end offset 0"),
+        ([snapshot(10, 4)], [snapshot(8, 2)], "t/0: log-end offset went back from 10 to 8"),
+        (None, [snapshot(3, 5)], "t/0: committed offset 5 is past the log-end offset 3"),
+        ([snapshot(10, None)], [snapshot(10, None)], None),
+    ],
+    ids=["first-poll", "progress", "commit-vanished", "log-end-zero", "log-end-back", "commit-past-end", "never-committed"],
+)
+def test_offsets_inconsistency(previous, current, expected):
+    assert offsets_inconsistency(previous, current) == expected
+
+
+def test_lag_source_holds_on_vanished_commit_then_accepts():
+    from runtime.config import KafkaLagSourceConfig
+    from runtime.kafka_sources import OFFSETS_SETTLE_SECONDS, KafkaLagSource
+    from runtime.model import Validity
+
+    config = KafkaLagSourceConfig(kind="kafka_lag", bootstrap_servers="127.0.0.1:9", group_id="g", topics=("t",))
+    source = KafkaLagSource("w", config, [("lag", "backlog")])
+    [(_, first)] = source.observe([snapshot(10, 0)], 1000.0)
+    assert first.validity is Validity.OK
+    assert first.value == 10.0
+    # The coordinator is loading: the commit is missing, which would read as zero lag.
+    [(_, loading)] = source.observe([snapshot(10, None)], 1005.0)
+    assert loading.validity is Validity.AMBIGUOUS
+    assert "disappeared" in loading.detail
+    [(_, settled)] = source.observe([snapshot(10, 0)], 1010.0)
+    assert settled.validity is Validity.OK
+    assert settled.value == 10.0
+    # A change that persists past the settle time is accepted.
+    source.observe([snapshot(10, None)], 2000.0)
+    [(_, accepted)] = source.observe([snapshot(10, None)], 2000.0 + OFFSETS_SETTLE_SECONDS)
+    assert accepted.validity is Validity.OK
+    assert accepted.value == 0.0
