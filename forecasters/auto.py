@@ -31,7 +31,7 @@ class FitOutcome:
 
     model: FittedModel | None
     requested: str
-    scores: dict[str, float] = field(default_factory=dict)  # MASE per candidate, lower is better
+    scores: dict[str, float | None] = field(default_factory=dict)  # MASE per candidate, lower is better
     warnings: list[str] = field(default_factory=list)
     fallback_reason: str = ""
 
@@ -107,7 +107,8 @@ def fit_job(requested: str, history: np.ndarray, season: int, upper_quantile_rat
         outcome.warnings.extend(f"{name}: {warning}" for warning in model.fit_warnings)
         fitted[name] = model
         score = backtest(model, history, len(train), horizon, end_index, scale) if held_out >= horizon else float("nan")
-        outcome.scores[name] = round(score, 4) if np.isfinite(score) else float("nan")
+        # None marks a model fitted without a backtest (history too short to hold a season out).
+        outcome.scores[name] = round(score, 4) if np.isfinite(score) else None
         rank = score if np.isfinite(score) else float("inf")
         if best_name is None or rank < best_score:
             best_name, best_score = name, rank

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from runtime.config import AppConfig, ConfigError, TraceSourceConfig, WorkloadConfig, load_config
+from runtime.config import AppConfig, ConfigError, TraceSourceConfig, WorkloadConfig, load_config, missing_files
 from runtime.traces import Trace, TraceError, load_trace
 
 EXIT_INVALID_CONFIG = 2
@@ -60,9 +61,28 @@ def _adapt_workload(workload: WorkloadConfig, trace: Trace, capacity: float) -> 
     return workload.model_copy(update={"capacity_per_replica": capacity, "forecaster": forecaster, "name": trace.name.replace("_", "-").lower()})
 
 
+def _unwritable(value: str | None) -> str | None:
+    """Return why an output file cannot be written, checked before a long simulation starts."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        return "is a folder; give a file name"
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        return f"folder {str(folder)!r} does not exist; create it first"
+    if not os.access(folder, os.W_OK):
+        return f"folder {str(folder)!r} is not writable by this user"
+    return None
+
+
 def cmd_validate_config(args: argparse.Namespace) -> int:
     path = _config_path(args.config)
     config = _load_or_exit(path)
+    problems = missing_files(config)
+    if problems:
+        print(f"error: {ConfigError(path, problems)}", file=sys.stderr)
+        return EXIT_INVALID_CONFIG
     print(f"{path}: valid ({len(config.workloads)} workload(s), {len(config.budgets)} budget(s))")
     return 0
 
@@ -95,7 +115,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             capacity, capacity_note = p99 / 30.0, "99th-percentile load / 30"
         workload = _adapt_workload(workload, trace, capacity)
 
+    for option, value in (("--report", args.report), ("--decisions", args.decisions), ("--chart", None if args.no_chart else args.chart)):
+        problem = _unwritable(value)
+        if problem:
+            print(f"error: {option} {value}: {problem}", file=sys.stderr)
+            return EXIT_INVALID_INPUT
+
     warmup = args.warmup_seconds
+    if warmup is not None and warmup < 0:
+        print(f"error: --warmup-seconds {warmup:g} is negative; give 0 or more seconds of the trace to use as history only", file=sys.stderr)
+        return EXIT_INVALID_INPUT
     if warmup is None:
         # Up to a week of history to train on, but never more than 40 % of the trace.
         warmup = min(7 * 86400.0, 0.4 * trace.duration_seconds)
@@ -111,10 +140,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         warmup_seconds=warmup, hpa_target_utilization_ratio=args.hpa_target_utilization,
         preemptions_per_hour=config.daemon.simulated.spot_preemptions_per_hour_ratio, seed=config.daemon.simulated.seed,
     )
-    ticks = int((setup.eval_end - setup.eval_start) / setup.tick_seconds)
-    print(f"trace {trace_path} ({len(trace.counts)} intervals of {trace.interval_seconds:g} s), workload {workload.name}, "
-          f"capacity per replica {workload.capacity_per_replica:.6g} units/s ({capacity_note}), "
-          f"warm-up {warmup / 3600:.1f} h, scored {ticks} ticks", file=sys.stderr)
+    ticks = len(np.arange(setup.eval_start, setup.eval_end, setup.tick_seconds))
+    budget = config.budgets[workload.budget]
+    fallback = workload.fallback_target_utilization_ratio
+    print(
+        f"trace {trace_path}: {len(trace.counts)} intervals of {trace.interval_seconds:g} s\n"
+        f"workload {workload.name}{'' if matched else ' (settings of the config workload ' + config.workloads[0].name + ')'}: "
+        f"capacity per replica {workload.capacity_per_replica:.6g} units/s ({capacity_note}), "
+        f"target utilization {workload.target_utilization_ratio:g}"
+        f"{'' if fallback is None else f' ({fallback:g} without a forecast)'}, forecaster {workload.forecaster.model}, "
+        f"budget {workload.budget!r} at {budget.hourly_cost_limit:g} per hour\n"
+        f"warm-up {warmup / 3600:.1f} h, then {ticks} ticks of {setup.tick_seconds:g} s scored",
+        file=sys.stderr,
+    )
 
     started = time.perf_counter()
     progress_bar = None
@@ -128,12 +166,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
 
     print(report.format_table(result))
-    same = result.forecaster_summary.get("hpa_same_spend_target_utilization_ratio")
+    print(report.TABLE_LEGEND)
+    summary = result.forecaster_summary
     print(f"\ncapacity per replica: {workload.capacity_per_replica:.6g} units/s ({capacity_note}); hpa target utilization "
-          f"{setup.hpa_target_utilization_ratio:g}; hpa_same_spend target utilization {same}")
-    for note in result.forecaster_summary.get("notes", []) or []:
+          f"{setup.hpa_target_utilization_ratio:g}; hpa_same_spend target utilization {summary.get('hpa_same_spend_target_utilization_ratio')}")
+    print(report.format_forecaster(summary))
+    for note in summary.get("notes", []) or []:
         print(f"note: {note}")
-    print(f"forecaster: {result.forecaster_summary}")
     print(f"simulated in {elapsed:.1f} s")
     if args.report:
         report.write_report(result, Path(args.report))

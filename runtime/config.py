@@ -7,6 +7,7 @@ rejected value and how to fix it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -592,3 +593,32 @@ def _resolve_paths(config: AppConfig, base: Path) -> AppConfig:
             signals.append(signal.model_copy(update={"source": source}))
         workloads.append(workload.model_copy(update={"signals": tuple(signals)}))
     return config.model_copy(update={"workloads": tuple(workloads)})
+
+
+def missing_files(config: AppConfig) -> list[str]:
+    """List the files a config names that do not exist or cannot be read, one problem each.
+
+    Loading a config does not touch the file system, so that a config can be checked
+    on another machine; `validate-config` calls this as well, because a missing trace
+    or secret file only shows when the daemon starts.
+    """
+    problems = []
+    checks: list[tuple[str, Path | None]] = []
+    for index, workload in enumerate(config.workloads):
+        for signal_index, signal in enumerate(workload.signals):
+            prefix = f"workloads.{index}.signals.{signal_index}.source"
+            source = signal.source
+            for field in ("path", "bearer_token_file", "basic_auth_password_file", "sasl_password_file", "tls_ca_file"):
+                checks.append((f"{prefix}.{field}", getattr(source, field, None)))
+    checks.append(("daemon.kubernetes.kubeconfig", config.daemon.kubernetes.kubeconfig))
+    for key, path in checks:
+        if path is None:
+            continue
+        if not path.is_file():
+            problems.append(f"{key}: file {str(path)!r} not found; create it or correct the path (relative paths start at the config file's folder)")
+        elif not os.access(path, os.R_OK):
+            problems.append(f"{key}: file {str(path)!r} is not readable by this user; fix its permissions")
+    state_file = config.daemon.state_file
+    if state_file is not None and not state_file.parent.is_dir():
+        problems.append(f"daemon.state_file: folder {str(state_file.parent)!r} does not exist; create it or choose another path")
+    return problems

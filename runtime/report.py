@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,36 @@ def report_dict(result: SimulationResult) -> dict[str, object]:
         "forecaster": result.forecaster_summary,
         "policies": {name: result.scores[name].as_dict() for name in POLICIES},
     }
+
+
+TABLE_LEGEND = (
+    "SLO viol. min: minutes in which ready capacity was below the load; unserved: share of the load above ready capacity;\n"
+    "replica-h: replica-hours provisioned (ready and starting); actions: changes of the requested count."
+)
+
+
+def _finite(value: object) -> object:
+    """Replace NaN and infinities by None, recursively, so that the report is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def format_forecaster(summary: dict[str, object]) -> str:
+    """Describe what the predictive policy's forecaster did, in one or two lines."""
+    ticks = summary.get("ticks_by_model") or {}
+    fallback = summary.get("reactive_fallback_ticks", 0)
+    used = ", ".join(f"{model} {count}" for model, count in sorted(ticks.items())) or "none"
+    scores = summary.get("last_backtest_mase") or {}
+    shown = ", ".join(f"{name} {score:.3f}" if isinstance(score, float) and math.isfinite(score) else f"{name} n/a" for name, score in scores.items()) or "none"
+    return (
+        f"forecaster {summary.get('requested_model')}: {summary.get('fits')} fits; ticks by model: {used}; "
+        f"reactive fallback ticks: {fallback}\nlast backtest MASE (lower is better, 1 = seasonal naive in sample): {shown}"
+    )
 
 
 def format_table(result: SimulationResult) -> str:
@@ -50,7 +81,7 @@ def format_table(result: SimulationResult) -> str:
 
 
 def write_report(result: SimulationResult, path: Path) -> None:
-    path.write_text(json.dumps(report_dict(result), indent=2, default=str) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(_finite(report_dict(result)), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def write_decisions(result: SimulationResult, path: Path) -> None:
@@ -84,7 +115,7 @@ def write_decisions(result: SimulationResult, path: Path) -> None:
 
 
 def write_chart(result: SimulationResult, path: Path) -> None:
-    """Plot load, forecast and ready capacity per policy, a zoom on the peak, and the budget remaining."""
+    """Plot ready capacity per policy against load and forecast, a zoom on the peak, and the budget."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,36 +123,50 @@ def write_chart(result: SimulationResult, path: Path) -> None:
 
     setup = result.setup
     capacity = setup.workload.capacity_per_replica
-    colors = {"predictive": "tab:green", "hpa": "tab:red", "hpa_same_spend": "tab:orange", "oracle": "tab:blue", "static_peak": "tab:gray"}
+    styles = {
+        "static_peak": ("tab:gray", "-"),
+        "oracle": ("tab:blue", "-"),
+        "hpa_same_spend": ("tab:orange", "-"),
+        "hpa": ("tab:red", "--"),
+        "predictive": ("tab:green", "-"),
+    }
     predictive = result.runs["predictive"]
+    scored_seconds = setup.eval_end - setup.eval_start
 
     def hours(times: np.ndarray) -> np.ndarray:
         return (times - setup.eval_start) / 3600.0
 
-    figure, (overview, zoom, budget) = plt.subplots(3, 1, figsize=(14, 10), gridspec_kw={"height_ratios": [3, 3, 1]})
-    # The zoom covers 12 hours (or the whole scored period, if shorter) centred on the largest load.
-    peak_time = result.grid_times[int(np.argmax(result.grid_load))] if result.grid_load.size else setup.eval_start
-    half = min(6 * 3600.0, (setup.eval_end - setup.eval_start) / 2)
-    zoom_start = max(setup.eval_start, peak_time - half)
-    zoom_end = min(setup.eval_end, zoom_start + 2 * half)
-    for axis in (overview, zoom):
-        axis.plot(hours(result.grid_times), result.grid_load, color="black", linewidth=0.6, label="load")
-        for name in POLICIES:
+    # A zoom only helps when the whole period is too long to read; 12 hours around the peak.
+    with_zoom = scored_seconds > 24 * 3600
+    rows = 3 if with_zoom else 2
+    figure, axes = plt.subplots(rows, 1, figsize=(14, 10 if with_zoom else 7), gridspec_kw={"height_ratios": [3, 3, 1][-rows:] if with_zoom else [3, 1]})
+    panels = list(axes[:-1])
+    budget = axes[-1]
+    for axis in panels:
+        # Capacities first, then load and forecast on top so that neither is hidden.
+        for name in ("static_peak", "oracle", "hpa_same_spend", "hpa", "predictive"):
             run = result.runs[name]
-            axis.step(hours(run.tick_times), run.ready * capacity, where="post", linewidth=0.8, color=colors[name], alpha=0.85, label=f"{name} ready capacity")
-        axis.plot(hours(predictive.tick_times), predictive.forecast, color="tab:purple", linewidth=0.8, label="forecast, upper quantile over the lead window")
+            color, style = styles[name]
+            axis.step(hours(run.tick_times), run.ready * capacity, where="post", linewidth=0.8, linestyle=style, color=color, alpha=0.9, label=f"{name} ready capacity")
+        axis.plot(hours(result.grid_times), result.grid_load, color="black", linewidth=0.7, label="load")
+        axis.plot(hours(predictive.tick_times), predictive.forecast, color="tab:purple", linewidth=0.8, label="forecast upper quantile over the lead window")
         axis.set_ylabel("load units per second")
-    zoom.set_xlim(hours(np.array([zoom_start, zoom_end])))
-    zoom.set_title(f"{(zoom_end - zoom_start) / 3600:.1f} hours around the largest load", fontsize=9)
-    overview.set_title(
+    if with_zoom:
+        peak_time = result.grid_times[int(np.argmax(result.grid_load))]
+        zoom_start = max(setup.eval_start, peak_time - 6 * 3600.0)
+        zoom_end = min(setup.eval_end, zoom_start + 12 * 3600.0)
+        panels[1].set_xlim(hours(np.array([zoom_start, zoom_end])))
+        panels[1].set_title("12 hours around the largest load", fontsize=9)
+    panels[0].set_title(
         f"{setup.workload.name} on {Path(setup.trace.path).name}: startup lead {setup.workload.startup_lead_seconds} s, "
         f"tick {setup.tick_seconds:g} s, capacity {capacity:.4g} units/s per replica"
     )
-    overview.legend(loc="upper right", fontsize=7, ncol=2)
+    handles, labels = panels[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     budget.plot(hours(predictive.tick_times), predictive.budget_remaining, color="tab:green", linewidth=0.8)
-    budget.set_ylabel("budget remaining")
+    budget.set_ylabel("predictive policy:\nbudget remaining", fontsize=8)
     budget.set_ylim(0, 1.05)
     budget.set_xlabel("hours since the scored period began")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -211,7 +211,16 @@ def run_predictive(setup: SimulationSetup, progress: Callable[[int], None] | Non
     if progress is not None:
         progress(count % 1000)
 
+    notes = []
+    if workload.forecaster.model != "none" and fallback_ticks:
+        share = fallback_ticks / max(count, 1)
+        reason = runtime.fit_outcome.fallback_reason if runtime.fit_outcome and runtime.fit_outcome.model is None else ""
+        if fallback_ticks == count:
+            notes.append(f"the forecaster never produced a forecast{': ' + reason if reason else ''}; the predictive policy ran on its reactive path only")
+        elif share > 0.05:
+            notes.append(f"{share:.0%} of ticks had no forecast and ran on the reactive path")
     summary: dict[str, object] = {
+        "notes": notes,
         "requested_model": workload.forecaster.model,
         "fits": fits,
         "ticks_by_model": models_used,
@@ -398,5 +407,5 @@ def simulate(setup: SimulationSetup, progress: Callable[[int], None] | None = No
     runs.update(reference_runs)
     scores.update(reference_scores)
     summary["hpa_same_spend_target_utilization_ratio"] = round(same.target_utilization_ratio or 0.0, 4)
-    summary["notes"] = notes
+    summary["notes"] = [*summary.get("notes", []), *notes]
     return SimulationResult(setup, runs, scores, grid_times, grid_load, summary)

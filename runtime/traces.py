@@ -69,7 +69,8 @@ def load_trace(path: Path | str) -> Trace:
     """Read and validate a trace file; raise TraceError on the first problem."""
     path = Path(path)
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        # utf-8-sig drops the byte-order mark that spreadsheet exports put before the header.
+        handle = path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise TraceError(f"{path}: trace file not found; pass an existing CSV file with the header timestamp,value") from None
     except OSError as exc:

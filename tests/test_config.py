@@ -124,3 +124,14 @@ def test_validate_config_exit_code(tmp_path, capsys):
     assert caught.value.code == 2
     assert "workloads.0.tolerance_ratio" in capsys.readouterr().err
     assert main(["validate-config", str(EXAMPLE)]) == 0
+
+
+def test_validate_config_reports_missing_files(tmp_path, capsys):
+    data = example_data()
+    data["workloads"][0]["signals"][0]["source"]["path"] = str(tmp_path / "absent.csv")
+    data["daemon"]["state_file"] = str(tmp_path / "no-such-folder" / "state.json")
+    assert main(["validate-config", str(write(tmp_path, data))]) == 2
+    error = capsys.readouterr().err
+    assert "workloads.0.signals.0.source.path" in error
+    assert "absent.csv' not found" in error
+    assert "daemon.state_file: folder" in error

@@ -27,7 +27,11 @@ def servegen_run(tmp_path_factory):
         "--report", str(report), "--decisions", str(decisions), "--chart", str(chart), "--no-progress",
     ])
     assert code == 0
-    return json.loads(report.read_text()), decisions, chart
+    # Strict JSON: NaN or Infinity would make other languages' parsers reject the file.
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(report.read_text(), parse_constant=reject), decisions, chart
 
 
 def test_report_shape(servegen_run):
@@ -109,3 +113,22 @@ def test_observed_load_sees_only_completed_intervals():
 def test_forward_max_starts_one_lead_early():
     needed = np.array([1, 1, 5, 1, 1])
     assert list(_forward_max(needed, 2)) == [5, 5, 5, 1, 1]
+
+
+def test_unwritable_output_rejected_before_run(tmp_path, capsys):
+    code = main(["simulate", "--config", str(EXAMPLE), "--report", str(tmp_path / "missing" / "r.json"), "--no-progress"])
+    assert code == 3
+    assert "--report" in capsys.readouterr().err
+    assert main(["simulate", "--config", str(EXAMPLE), "--decisions", str(tmp_path), "--no-progress"]) == 3
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_forecaster_fallback_is_noted(tmp_path, capsys):
+    # 57 minutes of 1-second data: no seasonal model gets two daily seasons.
+    code = main(["simulate", "--config", str(EXAMPLE), "--trace", str(ROOT / "data" / "azure_llm_2023_code_1s.csv"),
+                 "--no-progress", "--no-chart", "--report", str(tmp_path / "r.json")])
+    assert code == 0
+    output = capsys.readouterr().out
+    assert "note: the forecaster never produced a forecast" in output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["forecaster"]["notes"]

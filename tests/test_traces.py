@@ -57,3 +57,9 @@ def test_iso_timestamps_parsed(tmp_path):
     assert trace.interval_seconds == 1.0
     assert trace.start == 1700158623.0
     assert list(trace.rates) == [1.0, 7.0]
+
+
+def test_byte_order_mark_accepted(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufefftimestamp,value\n0,1\n60,2\n".encode("utf-8"))
+    assert list(load_trace(path).counts) == [1.0, 2.0]
