@@ -20,7 +20,8 @@ class LogActuator(Actuator):
         previous = self.replicas.get(decision.workload)
         if previous != decision.final_replicas:
             log.info(
-                "dry run: would scale", workload=decision.workload, from_replicas=previous,
+                "dry run: would scale", workload=decision.workload,
+                from_replicas=previous if previous is not None else decision.current_replicas,
                 to_replicas=decision.final_replicas, on_demand=decision.on_demand_replicas,
                 spot=decision.spot_replicas, reason=decision.reason.value,
             )

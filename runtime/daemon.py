@@ -509,6 +509,7 @@ async def run_daemon(config: AppConfig, duration_seconds: float | None = None, d
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, stopper], timeout=duration_seconds, return_when=asyncio.FIRST_COMPLETED)
     exit_code = 0
+    stop_reason = "signal" if stopper in done else "duration elapsed" if not done else "core task stopped"
     for task in done:
         if task is stopper:
             continue
@@ -529,5 +530,5 @@ async def run_daemon(config: AppConfig, duration_seconds: float | None = None, d
         daemon.fit_executor.shutdown(wait=False, cancel_futures=True)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
-    log.info("daemon stopped", exit_code=exit_code)
+    log.info("daemon stopped", exit_code=exit_code, reason=stop_reason)
     return exit_code
