@@ -315,6 +315,8 @@ class Daemon:
                         history_points=len(request.history),
                     )
                 if runtime.update_due(self.clock()):
+                    # NOTE: updates run in a thread and hold the GIL for most of their ~10 ms. With
+                    # thousands of workloads they belong in the fit process pool instead.
                     await asyncio.to_thread(runtime.update_forecast, self.clock())
             await asyncio.sleep(poll_seconds)
 
@@ -509,7 +511,12 @@ async def run_daemon(config: AppConfig, duration_seconds: float | None = None, d
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, stopper], timeout=duration_seconds, return_when=asyncio.FIRST_COMPLETED)
     exit_code = 0
-    stop_reason = "signal" if stopper in done else "duration elapsed" if not done else "core task stopped"
+    if stopper in done:
+        stop_reason = "signal"
+    elif not done:
+        stop_reason = "duration elapsed"
+    else:
+        stop_reason = "core task stopped"
     for task in done:
         if task is stopper:
             continue
