@@ -174,6 +174,7 @@ def run_predictive(setup: SimulationSetup, progress: Callable[[int], None] | Non
     fits = 0
     models_used: dict[str, int] = {}
     fallback_ticks = 0
+    budget_cut_ticks = 0
     warnings_seen: list[str] = []
     scores: dict[str, float] = {}
 
@@ -201,6 +202,8 @@ def run_predictive(setup: SimulationSetup, progress: Callable[[int], None] | Non
         spot[i] = decision.spot_replicas
         if decision.forecast_upper_per_second is not None:
             forecast[i] = decision.forecast_upper_per_second
+        if decision.budget_replicas < decision.clamped_replicas:
+            budget_cut_ticks += 1
         if decision.forecaster in ("reactive_fallback", "none"):
             fallback_ticks += 1
         else:
@@ -219,8 +222,14 @@ def run_predictive(setup: SimulationSetup, progress: Callable[[int], None] | Non
             notes.append(f"the forecaster never produced a forecast{': ' + reason if reason else ''}; the predictive policy ran on its reactive path only")
         elif share > 0.05:
             notes.append(f"{share:.0%} of ticks had no forecast and ran on the reactive path")
+    if budget_cut_ticks / max(count, 1) > 0.05:
+        notes.append(
+            f"the budget cut the planned count in {budget_cut_ticks / count:.0%} of ticks (tier scale factor or cost ceiling); "
+            f"the baselines have no budget, so raise the budget's max_hourly_cost to compare forecasting alone"
+        )
     summary: dict[str, object] = {
         "notes": notes,
+        "budget_limited_ticks": budget_cut_ticks,
         "requested_model": workload.forecaster.model,
         "fits": fits,
         "ticks_by_model": models_used,
