@@ -39,7 +39,7 @@ from runtime.config import (
 )
 from runtime.evaluator import WorkloadRuntime
 from runtime.logs import configure_logging
-from runtime.metrics import DaemonMetrics
+from runtime.metrics import DaemonMetrics, SourceCollector
 from runtime.model import Decision, Observation
 from runtime.simulate import observed_load_with_centres
 from runtime.credentials import SecretError
@@ -178,6 +178,7 @@ class Daemon:
         self.actuator = actuator or build_actuator(config)
         self.sources = sources if sources is not None else build_sources(config)
         self.metrics = metrics or DaemonMetrics()
+        self.metrics.registry.register(SourceCollector(lambda: self.sources))
         self.fit_executor = fit_executor
         self.triggers: dict[str, asyncio.Event] = {}
         self.trigger_times: dict[str, float] = {}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 from runtime.model import Decision
 
@@ -32,3 +35,33 @@ class DaemonMetrics:
         if decision.load_per_second == decision.load_per_second:  # not NaN
             self.observed_load.labels(decision.workload).set(decision.load_per_second)
         self.decisions.labels(decision.workload, decision.reason.value).inc()
+
+
+class SourceCollector:
+    """Exports the counters that signal sources keep on themselves, read at scrape time.
+
+    Sources count failed queries (`failures`) and rejected lag events (`rejections`)
+    without knowing about the metrics registry; this collector turns them into
+    counters so that repeats show on /metrics and not only in rate-limited logs.
+    """
+
+    def __init__(self, sources: Callable[[], Iterable[object]]):
+        self._sources = sources
+
+    def collect(self):
+        failures = CounterMetricFamily(
+            "autoscaler_source_failures", "Failed source queries (timeouts, HTTP and broker errors).", labels=["source", "workload"],
+        )
+        rejected = CounterMetricFamily("autoscaler_lag_events_rejected", "Lag events skipped, by reason.", labels=["reason"])
+        totals: dict[str, int] = {}
+        for source in self._sources():
+            count = getattr(source, "failures", None)
+            if isinstance(count, int):
+                failures.add_metric([getattr(source, "name", "source"), str(getattr(source, "workload", ""))], count)
+            counter = getattr(source, "rejections", None)
+            for reason, value in getattr(counter, "counts", {}).items():
+                totals[reason] = totals.get(reason, 0) + value
+        for reason, value in sorted(totals.items()):
+            rejected.add_metric([reason], value)
+        yield failures
+        yield rejected

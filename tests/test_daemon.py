@@ -196,3 +196,21 @@ def test_run_command_rejects_invalid_config(tmp_path):
     result = subprocess.run([sys.executable, "-m", "runtime.cli", "run", "--config", str(config_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "daemon.tick_seconds" in result.stderr
+
+
+def test_source_counters_exported(tmp_path):
+    from collections import Counter
+
+    from prometheus_client import generate_latest
+
+    from runtime.lag_events import RejectionCounter
+
+    source = ManualSource()
+    source.workload = "web-agents"
+    source.failures = 3
+    source.rejections = RejectionCounter(counts=Counter({"not_json": 2, "oversize": 1}))
+    daemon = Daemon(parse_config(config_data(tmp_path)), sources=[source])
+    text = generate_latest(daemon.metrics.registry).decode()
+    assert 'autoscaler_source_failures_total{source="manual",workload="web-agents"} 3.0' in text
+    assert 'autoscaler_lag_events_rejected_total{reason="not_json"} 2.0' in text
+    assert 'autoscaler_lag_events_rejected_total{reason="oversize"} 1.0' in text
