@@ -25,9 +25,6 @@ class FittedSeasonalNaive(FittedModel):
 class SeasonalNaive(Forecaster):
     name = "seasonal_naive"
 
-    def min_history(self, season: int) -> int:
-        return season + 1
-
     def _fit(self, history: np.ndarray, season: int, upper_quantile_ratio: float, end_index: int) -> FittedModel:
         residuals = history[season:] - history[:-season]
         return FittedSeasonalNaive(
