@@ -1,5 +1,7 @@
 # Slim runtime image for the in-cluster daemon: `agent-autoscaler run` as a non-root user.
 # The UID matches runAsUser in deploy/deployment.yaml.
+# NOTE: no Docker engine runs where this project is built and tested, so this file has
+# not been built; the same install (pip install .) is what CI runs.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
