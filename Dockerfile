@@ -8,6 +8,7 @@ COPY pyproject.toml README.md ./
 COPY runtime ./runtime
 COPY forecasters ./forecasters
 COPY actuators ./actuators
+COPY deploy ./deploy
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim

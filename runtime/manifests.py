@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# NOTE: deploy/ sits next to the Python packages, so it is found in a source checkout or
-# an editable install, but a wheel does not contain it.
-DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
+def _find_deploy_dir() -> Path:
+    """Return deploy/ of a source checkout, or the copy a regular install puts under share/."""
+    checkout = Path(__file__).resolve().parent.parent / "deploy"
+    installed = Path(sys.prefix) / "share" / "agent-autoscaler" / "deploy"
+    return checkout if checkout.is_dir() else installed
+
+
+DEPLOY_DIR = _find_deploy_dir()
 DEFAULT_NAMESPACE = "agent-autoscaler"
 DEFAULT_IMAGE = "agent-autoscaler:0.1.0"
 # Applying in this order creates each object after the ones it refers to.
@@ -43,8 +49,9 @@ def load_documents(deploy_dir: Path = DEPLOY_DIR) -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = []
     for file_name in FILE_ORDER:
         path = deploy_dir / file_name
-        if path.exists():
-            documents.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
+        if not path.is_file():
+            raise ManifestError(f"manifest {path} not found; reinstall agent-autoscaler or run it from a source checkout")
+        documents.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
     return documents
 
 
