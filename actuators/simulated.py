@@ -82,16 +82,22 @@ class SimulatedActuator(Actuator):
 
     name = "simulated"
 
-    def __init__(self, leads: dict[str, float], preemptions_per_hour: float = 0.0, seed: int = 1):
+    def __init__(self, leads: dict[str, float], preemptions_per_hour: float = 0.0, seed: int = 1, initial_replicas: dict[str, int] | None = None):
         self.preemptions_per_hour = preemptions_per_hour
         self.seed = seed
         self.clusters = {
             workload: SimulatedCluster(lead, preemptions_per_hour, seed + index)
             for index, (workload, lead) in enumerate(sorted(leads.items()))
         }
+        # A workload starts with its min_replicas ready, as a real Deployment would be running.
+        for workload, count in (initial_replicas or {}).items():
+            if workload in self.clusters:
+                self.clusters[workload].start_ready(count, 0)
 
     def add_workload(self, workload: WorkloadConfig) -> None:
-        self.clusters[workload.name] = SimulatedCluster(float(workload.startup_lead_seconds), self.preemptions_per_hour, self.seed + len(self.clusters))
+        cluster = SimulatedCluster(float(workload.startup_lead_seconds), self.preemptions_per_hour, self.seed + len(self.clusters))
+        cluster.start_ready(workload.min_replicas, 0)
+        self.clusters[workload.name] = cluster
 
     def remove_workload(self, name: str) -> None:
         self.clusters.pop(name, None)

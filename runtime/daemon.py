@@ -147,7 +147,8 @@ def build_sources(config: AppConfig) -> list[SignalSource]:
 def build_actuator(config: AppConfig) -> Actuator:
     if config.daemon.actuator == "simulated":
         leads = {workload.name: float(workload.startup_lead_seconds) for workload in config.workloads}
-        return SimulatedActuator(leads, config.daemon.simulated.spot_preemptions_per_hour_ratio, config.daemon.simulated.seed)
+        initial = {workload.name: workload.min_replicas for workload in config.workloads}
+        return SimulatedActuator(leads, config.daemon.simulated.spot_preemptions_per_hour_ratio, config.daemon.simulated.seed, initial)
     if config.daemon.actuator == "kubernetes":
         from actuators.kubernetes import KubernetesActuator
 
@@ -231,14 +232,24 @@ class Daemon:
                 ledger.accrue(name, provisioned - spot, spot, now - previous_accrual, now)
             self.last_accrual[name] = now
             budget = ledger.state_for(name, now)
+            previous_state = runtime.state
             decision = runtime.decide(budget, now, current_replicas=status.requested if status else None)
-            await self._apply(decision, now)
+            applied = await self._apply(decision, now)
+            # A write the actuator could not confirm (an API error, a dry run) changed nothing,
+            # so it must not count against the rate policies of the next decisions.
+            confirmed = applied is not None and applied.requested == decision.final_replicas
+            if not confirmed:
+                runtime.state.scale_up_events = [item for item in previous_state.scale_up_events]
+                runtime.state.scale_down_events = [item for item in previous_state.scale_down_events]
             elapsed = time.perf_counter() - (triggered if triggered is not None else started)
             self.metrics.decision_latency.observe(elapsed)
             self.metrics.record_decision(decision)
             self.metrics.budget_remaining.labels(ledger.name).set(ledger.remaining_ratio(now))
             self.metrics.budget_hourly_cost.labels(ledger.name).set(ledger.hourly_rate())
-            log.info("decision", triggered_by="event" if triggered is not None else "tick", latency_seconds=round(elapsed, 6), **decision.as_log_fields())
+            log.info(
+                "decision", triggered_by="event" if triggered is not None else "tick", latency_seconds=round(elapsed, 6),
+                applied=confirmed, current_replicas_known=status is not None, **decision.as_log_fields(),
+            )
             for listener in self.decision_listeners:
                 listener(decision)
             return decision

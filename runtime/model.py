@@ -161,6 +161,11 @@ class WorkloadState:
     scale_down_events: list[tuple[float, int]] = field(default_factory=list)
     last_safe_replicas: int | None = None
     last_decision_at: float | None = None
+    # First decision of this process without restored state, and the count running then.
+    # Until the scale-down window has passed since then, that count is a floor, so that a
+    # restart cannot skip the window the previous process was in.
+    started_at: float | None = None
+    start_replicas: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +174,8 @@ class WorkloadState:
             "scale_down_events": [list(item) for item in self.scale_down_events],
             "last_safe_replicas": self.last_safe_replicas,
             "last_decision_at": self.last_decision_at,
+            "started_at": self.started_at,
+            "start_replicas": self.start_replicas,
         }
 
     @classmethod
@@ -178,6 +185,8 @@ class WorkloadState:
             scale_up_events=[(float(t), int(n)) for t, n in data.get("scale_up_events", [])],
             scale_down_events=[(float(t), int(n)) for t, n in data.get("scale_down_events", [])],
             last_safe_replicas=data.get("last_safe_replicas"),
+            started_at=data.get("started_at"),
+            start_replicas=data.get("start_replicas"),
             last_decision_at=data.get("last_decision_at"),
         )
 

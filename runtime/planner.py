@@ -283,6 +283,10 @@ def plan(
             up_recommendation = recommendation
         if timestamp > down_cutoff and recommendation > down_recommendation:
             down_recommendation = recommendation
+    started_at = state.started_at if state.last_decision_at is not None else now
+    start_replicas = state.start_replicas if state.last_decision_at is not None else current
+    if started_at is not None and start_replicas is not None and now - started_at < settings.scale_down.stabilization_window_seconds:
+        down_recommendation = max(down_recommendation, start_replicas)
     stabilized = current
     if stabilized < up_recommendation:
         stabilized = up_recommendation
@@ -353,7 +357,10 @@ def plan(
         invalid_signals=tuple(invalid),
         detail="; ".join(details),
     )
-    return decision, _next_state(state, settings, combined, current, final, now)
+    # A held count is no recommendation: stored, it would block scale-up for the up window.
+    next_state = _next_state(state, settings, None if holding else combined, current, final, now)
+    next_state.started_at, next_state.start_replicas = started_at, start_replicas
+    return decision, next_state
 
 
 def _reason(
@@ -394,13 +401,14 @@ def _reason(
 
 
 def _next_state(
-    state: WorkloadState, settings: PlannerSettings, combined: int, current: int, final: int, now: float
+    state: WorkloadState, settings: PlannerSettings, combined: int | None, current: int, final: int, now: float
 ) -> WorkloadState:
     """Record this evaluation and prune entries no window reads any more."""
     keep_recommendations = max(settings.scale_up.stabilization_window_seconds, settings.scale_down.stabilization_window_seconds)
     keep_events = max(settings.scale_up.longest_period_seconds, settings.scale_down.longest_period_seconds)
     recommendations = [item for item in state.recommendations if item[0] > now - keep_recommendations]
-    recommendations.append((now, combined))
+    if combined is not None:
+        recommendations.append((now, combined))
     up_events = [item for item in state.scale_up_events if item[0] > now - keep_events]
     down_events = [item for item in state.scale_down_events if item[0] > now - keep_events]
     if final > current:

@@ -214,3 +214,31 @@ def test_source_counters_exported(tmp_path):
     assert 'autoscaler_source_failures_total{source="manual",workload="web-agents"} 3.0' in text
     assert 'autoscaler_lag_events_rejected_total{reason="not_json"} 2.0' in text
     assert 'autoscaler_lag_events_rejected_total{reason="oversize"} 1.0' in text
+
+
+async def test_unconfirmed_write_not_counted(tmp_path):
+    from actuators.base import Actuator, ReplicaStatus
+
+    class RefusingActuator(Actuator):
+        """Reads 2 replicas and refuses every write, like a target the daemon may not patch."""
+
+        name = "refusing"
+
+        async def apply(self, decision, now):
+            raise PermissionError("forbidden")
+
+        async def status(self, workload, now):
+            return ReplicaStatus(2, 2, 2)
+
+    data = config_data(tmp_path, tick_seconds=30.0)
+    data["workloads"][0]["forecaster"]["model"] = "none"
+    config = parse_config(data)
+    daemon = Daemon(config, actuator=RefusingActuator(), sources=[], fit_executor=ThreadPoolExecutor(1))
+    daemon.submit_observation("web-agents", "requests", Observation.checked(0.72, time.time()))
+    first = await daemon.evaluate("web-agents")
+    second = await daemon.evaluate("web-agents")
+    # 0.72 / 0.08 = 9 wanted from 2: each attempt starts again from the 2 really running,
+    # because the refused write was not counted as a scale-up.
+    assert first.final_replicas == 9
+    assert second.final_replicas == 9
+    assert daemon.runtimes["web-agents"].state.scale_up_events == []

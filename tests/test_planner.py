@@ -130,9 +130,33 @@ def test_defaults_scale_down_named_case():
     held, _ = run(settings, load(10.0), 100, WorkloadState(recommendations=[(NOW - 300, 100)]))
     assert held.final_replicas == 100
     assert held.reason is Reason.STABILIZED
-    limited, _ = run(settings, load(10.0), 100, WorkloadState(recommendations=[(NOW - 601, 100)]))
+    limited, _ = run(settings, load(10.0), 100, WorkloadState(recommendations=[(NOW - 601, 100)], last_decision_at=NOW - 15))
     assert limited.final_replicas == 95
     assert limited.reason is Reason.SCALE_DOWN_LIMITED
+
+
+def test_restart_keeps_scale_down_window():
+    # A fresh process finds 20 running and needs 9: the 600 s window starts now, with 20 in it.
+    settings = default_behavior_settings(use_forecast=False)
+    first, state = run(settings, load(90.0), 20)
+    assert first.final_replicas == 20
+    assert first.reason is Reason.STABILIZED
+    later, _ = plan(settings, load(90.0, NOW + 300), None, UNLIMITED, 20, state, NOW + 300)
+    assert later.final_replicas == 20
+    # After the window, the 5 % per 120 s policy applies: int(20 * 0.95) = 19.
+    after, _ = plan(settings, load(90.0, NOW + 601), None, UNLIMITED, 20, state, NOW + 601)
+    assert after.final_replicas == 19
+
+
+def test_held_tick_does_not_block_scale_up():
+    # The first tick has no sample and holds 2; the next, with load for 9, must not be
+    # stabilized down to the held 2 by the 60 s scale-up window.
+    settings = default_behavior_settings(use_forecast=False)
+    held, state = run(settings, {}, 2)
+    assert held.reason is Reason.HOLDING_LAST_SAFE_STATE
+    assert state.recommendations == []
+    decision, _ = plan(settings, load(90.0, NOW + 5), None, UNLIMITED, 2, state, NOW + 5)
+    assert decision.final_replicas == 9
 
 
 def test_scale_down_counts_earlier_removals():
