@@ -38,14 +38,18 @@ def _load_or_exit(path: Path) -> AppConfig:
 def _trace_workload(config: AppConfig, trace_path: Path | None) -> tuple[WorkloadConfig, Path, bool]:
     """Return the workload to simulate, the trace path, and whether the workload matched the trace."""
     for workload in config.workloads:
-        source = workload.load_signal.source
+        source = workload.load_signal.source if workload.load_signal is not None else None
         if isinstance(source, TraceSourceConfig):
             if trace_path is None or source.path.resolve() == trace_path.resolve():
                 return workload, source.path, True
     if trace_path is None:
         print("error: no workload in the config replays a trace; pass --trace FILE", file=sys.stderr)
         raise SystemExit(EXIT_INVALID_CONFIG)
-    return config.workloads[0], trace_path, False
+    templates = [workload for workload in config.workloads if workload.load_signal is not None]
+    if not templates:
+        print("error: simulate replays load, but no workload in the config has a signal with role 'load'; add one", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID_CONFIG)
+    return templates[0], trace_path, False
 
 
 def _adapt_workload(workload: WorkloadConfig, trace: Trace, capacity: float) -> WorkloadConfig:

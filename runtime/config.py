@@ -273,7 +273,11 @@ class WorkloadConfig(StrictModel):
     tolerance_ratio: float = Field(default=0.1, ge=0, lt=1.0, description="No change while load/target stays within 1 +- this ratio (HPA default 0.1).")
     startup_lead_seconds: int = Field(default=480, ge=0, description="Seconds until a new replica serves load.")
     forecast_horizon_seconds: int = Field(default=900, gt=0, description="How far ahead the forecast proposal looks; at least startup_lead_seconds.")
-    signals: tuple[SignalConfig, ...] = Field(min_length=1)
+    signals: tuple[SignalConfig, ...] = Field(
+        min_length=1,
+        description="At most one signal with role load (forecast); any number with role backlog. A workload with "
+        "backlog signals only scales reactively, as KEDA does.",
+    )
     forecaster: ForecasterConfig = Field(default_factory=ForecasterConfig)
     behavior: Behavior = Field(default_factory=Behavior)
 
@@ -291,13 +295,17 @@ class WorkloadConfig(StrictModel):
         if duplicates:
             raise ValueError(f"signal names {duplicates} are repeated; give each signal a unique name")
         load_signals = [signal.name for signal in self.signals if signal.role == "load"]
-        if len(load_signals) != 1:
-            raise ValueError(f"expected exactly one signal with role 'load', found {len(load_signals)} ({load_signals}); the load signal is the one the forecaster uses")
+        if len(load_signals) > 1:
+            raise ValueError(
+                f"found {len(load_signals)} signals with role 'load' ({load_signals}); keep one, the one the forecaster "
+                "uses, and give the others role 'backlog' or a separate workload"
+            )
         return self
 
     @property
-    def load_signal(self) -> SignalConfig:
-        return next(signal for signal in self.signals if signal.role == "load")
+    def load_signal(self) -> SignalConfig | None:
+        """The arrival-rate signal the forecaster uses; None for a workload that scales on backlog only."""
+        return next((signal for signal in self.signals if signal.role == "load"), None)
 
 
 class BudgetTier(StrictModel):

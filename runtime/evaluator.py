@@ -147,7 +147,8 @@ class WorkloadRuntime:
     def observe(self, signal: str, observation: Observation) -> None:
         """Record a sample; a valid sample of the load signal also enters the history."""
         self.latest[signal] = observation
-        if signal == self.config.load_signal.name and observation.validity.value == "ok":
+        load_signal = self.config.load_signal
+        if load_signal is not None and signal == load_signal.name and observation.validity.value == "ok":
             sample_time = observation.sample_time if observation.sample_time is not None else observation.timestamp
             self.history.add(sample_time, observation.value)
 

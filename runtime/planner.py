@@ -101,7 +101,8 @@ class PlannerSettings:
             signals=tuple(signals),
             scale_up=RulesSpec.from_rules(behavior.scale_up),
             scale_down=RulesSpec.from_rules(behavior.scale_down),
-            use_forecast=workload.forecaster.model != "none",
+            # A workload without a load signal has nothing to forecast.
+            use_forecast=workload.forecaster.model != "none" and workload.load_signal is not None,
             fallback_load_per_replica=(
                 workload.capacity_per_replica * workload.fallback_target_utilization_ratio
                 if workload.fallback_target_utilization_ratio is not None
@@ -110,8 +111,8 @@ class PlannerSettings:
         )
 
     @property
-    def load_signal(self) -> SignalSpec:
-        return next(signal for signal in self.signals if signal.role == "load")
+    def load_signal(self) -> SignalSpec | None:
+        return next((signal for signal in self.signals if signal.role == "load"), None)
 
 
 def ceil_replicas(value: float) -> int:
@@ -214,10 +215,11 @@ def plan(
     forecast_replicas: int | None = None
     forecast_upper: float | None = None
     forecaster = "none"
-    if settings.use_forecast and forecast is not None:
+    load_spec = settings.load_signal
+    if settings.use_forecast and forecast is not None and load_spec is not None:
         forecast_upper = forecast.window_max(now + settings.startup_lead_seconds, now + settings.forecast_horizon_seconds)
         if forecast_upper is not None:
-            forecast_replicas = ceil_replicas(forecast_upper / settings.load_signal.per_replica)
+            forecast_replicas = ceil_replicas(forecast_upper / load_spec.per_replica)
             forecaster = forecast.model
         else:
             forecaster = "reactive_fallback"

@@ -135,3 +135,22 @@ def test_validate_config_reports_missing_files(tmp_path, capsys):
     assert "workloads.0.signals.0.source.path" in error
     assert "absent.csv' not found" in error
     assert "daemon.state_file: folder" in error
+
+
+def test_backlog_only_workload_accepted(tmp_path):
+    data = example_data()
+    data["workloads"][0]["signals"] = [{
+        "name": "lag", "role": "backlog",
+        "source": {"kind": "kafka_lag", "bootstrap_servers": "127.0.0.1:9092", "group_id": "workers", "topics": ["orders"]},
+    }]
+    config = load_config(write(tmp_path, data))
+    assert config.workloads[0].load_signal is None
+
+
+def test_two_load_signals_rejected(tmp_path):
+    data = example_data()
+    signal = data["workloads"][0]["signals"][0]
+    data["workloads"][0]["signals"] = [signal, {**signal, "name": "other"}]
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, data))
+    assert "found 2 signals with role 'load' (['requests', 'other'])" in str(caught.value)

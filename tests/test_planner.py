@@ -360,3 +360,12 @@ def test_state_round_trips_through_dict():
     _, state = run(make_settings(use_forecast=False), load(200.0), 10)
     restored = WorkloadState.from_dict(state.to_dict())
     assert restored == state
+
+
+def test_backlog_only_scales_without_forecast():
+    # Lag 5000 at 1000 per replica: ceil(5.0) = 5, with forecasting off for lack of a load signal.
+    settings = make_settings(signals=(SignalSpec("lag", "backlog", 1000.0, 120.0),), use_forecast=False)
+    decision, _ = run(settings, {"lag": Observation.checked(5000.0, NOW)}, 2)
+    assert decision.final_replicas == 5
+    assert decision.forecaster == "none"
+    assert decision.continuity_floor_replicas == 0
