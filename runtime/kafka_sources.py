@@ -96,6 +96,7 @@ class KafkaLagSource(SignalSource):
         # snapshots fail it (Unix seconds).
         self.trusted_offsets: list[PartitionOffsets] | None = None
         self.inconsistent_since: float | None = None
+        self.warned_no_commits = False
 
     async def _connect(self) -> None:
         admin = AIOKafkaAdminClient(**self.client_kwargs)
@@ -178,6 +179,19 @@ class KafkaLagSource(SignalSource):
         )
         if assessment.stuck_partitions:
             detail += f", stuck partitions {list(assessment.stuck_partitions)}"
+        if offsets and all(item.committed is None for item in offsets):
+            # Legitimate for a group that has not started yet, but also what a mistyped
+            # group_id looks like, so say it where an operator will see it.
+            detail += f", no committed offset on any partition (offset_reset_policy {self.config.offset_reset_policy}; check group_id if the group should exist)"
+            if not self.warned_no_commits:
+                self.warned_no_commits = True
+                log.warning(
+                    "kafka consumer group has no committed offsets; lag follows the reset policy",
+                    workload=self.workload, group_id=self.config.group_id, topics=list(self.config.topics),
+                    offset_reset_policy=self.config.offset_reset_policy,
+                )
+        else:
+            self.warned_no_commits = False
         observations = []
         for signal, role in self.signals:
             if role == "backlog":
