@@ -78,11 +78,17 @@ def _optional_string(data: dict[str, Any], key: str) -> str | None:
     return value
 
 
+# Kafka offsets are signed 64-bit integers, so no real lag or offset is larger.
+MAX_KAFKA_OFFSET = 2**63 - 1
+
+
 def _non_negative_int(value: Any, where: str) -> int:
     if not _is_int(value):
         raise EventRejected(Rejection.WRONG_TYPE, f"{where} must be an integer, got {value!r}")
     if value < 0:
         raise EventRejected(Rejection.INVALID_VALUE, f"{where} must not be negative, got {value}")
+    if value > MAX_KAFKA_OFFSET:
+        raise EventRejected(Rejection.INVALID_VALUE, f"{where}={value} exceeds the largest Kafka offset ({MAX_KAFKA_OFFSET})")
     return value
 
 
@@ -144,7 +150,13 @@ def parse_lag_event(raw: bytes | None, now: float, limits: EventLimits) -> LagEv
         partitions = data["partitions"]
         if not isinstance(partitions, list):
             raise EventRejected(Rejection.WRONG_TYPE, f"partitions must be a list, got {type(partitions).__name__}")
+        if not partitions:
+            raise EventRejected(Rejection.INVALID_VALUE, "partitions is empty; send total_lag 0 to report that nothing is waiting")
         total = sum(_partition_lag(item, index) for index, item in enumerate(partitions))
+        numbers = [item["partition"] for item in partitions]
+        repeated = sorted({number for number in numbers if numbers.count(number) > 1})
+        if repeated:
+            raise EventRejected(Rejection.INVALID_VALUE, f"partitions {repeated} appear more than once; send each partition once")
         partition_count = len(partitions)
     else:
         raise EventRejected(Rejection.MISSING_FIELD, "set 'total_lag' or 'partitions'")

@@ -126,3 +126,20 @@ def test_rejection_counter_rate_limits_logging():
     # Another reason has its own interval.
     assert counter.record(EventRejected(Rejection.OVERSIZE, "too big"), NOW + 1)
     assert counter.counts["oversize"] == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"partitions": []}, "partitions is empty"),
+        ({"partitions": [{"partition": 0, "lag": 5}, {"partition": 0, "lag": 5}]}, "partitions [0] appear more than once"),
+        ({"total_lag": 10**26}, "exceeds the largest Kafka offset"),
+    ],
+    ids=["empty-partitions", "repeated-partition", "lag-beyond-offsets"],
+)
+def test_implausible_lag_rejected(extra, message):
+    payload = {"version": 1, "workload": "orders", "timestamp": NOW, **extra}
+    with pytest.raises(EventRejected) as caught:
+        parse_lag_event(encode(payload), NOW, LIMITS)
+    assert caught.value.reason is Rejection.INVALID_VALUE
+    assert message in str(caught.value)
