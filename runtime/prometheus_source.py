@@ -184,6 +184,7 @@ class PrometheusSource(SignalSource):
                     log.warning(
                         "prometheus query failed; the signal is unknown and the workload keeps its replica count until the query succeeds",
                         query_id=self.query_id, workload=self.workload, error=str(exc), error_type=type(exc).__name__, retry_in_seconds=delay,
+                        hint=_failure_hint(exc),
                     )
                 detail = f"query {self.query_id} failed {streak} time(s) in a row: {type(exc).__name__}"
                 sink(self.workload, self.signal, Observation.unknown(self.clock(), Validity.SOURCE_DOWN, detail), False)
@@ -199,3 +200,15 @@ class PrometheusSource(SignalSource):
             last_validity = observation.validity
             sink(self.workload, self.signal, observation, False)
             await asyncio.sleep(self.config.poll_interval_seconds)
+
+
+def _failure_hint(exc: BaseException) -> str:
+    """Suggest the likely fix for a failed query, from the error alone."""
+    text = str(exc)
+    if "404" in text or isinstance(exc, ValueError):
+        return "the URL does not answer like a Prometheus server; set url to the server's base URL, for example http://prometheus:9090"
+    if "401" in text or "403" in text:
+        return "the server refused the credentials; check the bearer token or basic auth settings"
+    if "400" in text:
+        return "the server rejected the query; check its PromQL syntax, for example with promtool or the Prometheus UI"
+    return "check that the server at url is reachable from the daemon and answers within timeout_seconds"

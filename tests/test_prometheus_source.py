@@ -345,3 +345,20 @@ async def test_unknown_ca_marks_source_down(secured_prometheus):
     source = PrometheusSource("web", "requests", config, stale_after_seconds=60, is_load_signal=True)
     result = await poll_until_answer(source)
     assert isinstance(result, requests.exceptions.SSLError)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (Exception("HTTP Status Code 404 (b'404 page not found')"), "does not answer like a Prometheus server"),
+        (ValueError("Expecting value: line 1 column 1 (char 0)"), "does not answer like a Prometheus server"),
+        (Exception("HTTP Status Code 401 (b'Unauthorized')"), "refused the credentials"),
+        (Exception("HTTP Status Code 400 (b'parse error')"), "check its PromQL syntax"),
+        (ConnectionError("Connection refused"), "reachable from the daemon"),
+    ],
+    ids=["not-found", "not-json", "unauthorized", "bad-query", "refused"],
+)
+def test_failure_hint_names_fix(error, expected):
+    from runtime.prometheus_source import _failure_hint
+
+    assert expected in _failure_hint(error)
