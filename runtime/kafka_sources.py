@@ -181,7 +181,7 @@ class KafkaLagSource(SignalSource):
             detail += f", stuck partitions {list(assessment.stuck_partitions)}"
         if offsets and all(item.committed is None for item in offsets):
             # Legitimate for a group that has not started yet, but also what a mistyped
-            # group_id looks like, so say it where an operator will see it.
+            # group_id looks like, so report it where an operator will see it.
             detail += f", no committed offset on any partition (offset_reset_policy {self.config.offset_reset_policy}; check group_id if the group should exist)"
             if not self.warned_no_commits:
                 self.warned_no_commits = True
