@@ -317,9 +317,9 @@ async def test_burst_event_scales_up_simulated_cluster(broker):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     final = decisions[-1]
-    # The policy allows 10 pods per 30 s and the period began at 0 replicas (the first
-    # decision added the minimum 1), so the burst is rate-limited to 10.
-    assert final.final_replicas == 10
+    # The simulated cluster starts at min_replicas (1) and the policy allows 10 pods per
+    # 30 s, so the burst is rate-limited to 1 + 10 = 11.
+    assert final.final_replicas == 11
     assert final.reason is Reason.SCALE_UP_LIMITED
     assert final.invalid_signals == ("requests",)
     # 51 events in a few batches become far fewer decisions thanks to the debounce.
