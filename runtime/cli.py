@@ -93,7 +93,7 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from runtime import report
-    from runtime.simulate import SimulationSetup, simulate
+    from runtime.simulate import BISECTION_STEPS, SimulationSetup, simulate
 
     config = _load_or_exit(_config_path(args.config))
     trace_arg = Path(args.trace) if args.trace else None
@@ -159,14 +159,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
 
     started = time.perf_counter()
-    progress_bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
+    bars: dict[str, object] = {}
 
-        progress_bar = tqdm(total=ticks, unit="tick", desc="predictive", file=sys.stderr, mininterval=0.5, delay=2.0)
-    result = simulate(setup, progress=progress_bar.update if progress_bar else None)
-    if progress_bar is not None:
-        progress_bar.close()
+    def advance(name: str, total: int, unit: str):
+        def update(count: int) -> None:
+            from tqdm import tqdm
+
+            if name not in bars:
+                for other in bars.values():
+                    other.close()
+                bars[name] = tqdm(total=total, unit=unit, desc=name, file=sys.stderr, mininterval=0.5, delay=2.0)
+            bars[name].update(count)
+
+        return None if args.no_progress else update
+
+    # One HPA run at the default target, then up to BISECTION_STEPS for hpa_same_spend.
+    result = simulate(
+        setup,
+        progress=advance("predictive", ticks, "tick"),
+        baseline_progress=advance("hpa baselines", 1 + BISECTION_STEPS, "run"),
+    )
+    for bar in bars.values():
+        bar.close()
     elapsed = time.perf_counter() - started
 
     print(report.format_table(result))

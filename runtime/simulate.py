@@ -363,7 +363,17 @@ def _forward_max(values: np.ndarray, window: int) -> np.ndarray:
     return sliding_window_view(padded, window + 1).max(axis=1)
 
 
-def bisect_same_spend(setup: SimulationSetup, target_replica_hours: float, grid_times: np.ndarray, grid_load: np.ndarray, step: float) -> tuple[PolicyRun, PolicyScore, list[str]]:
+BISECTION_STEPS = 14
+
+
+def bisect_same_spend(
+    setup: SimulationSetup,
+    target_replica_hours: float,
+    grid_times: np.ndarray,
+    grid_load: np.ndarray,
+    step: float,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[PolicyRun, PolicyScore, list[str]]:
     """Find the HPA target utilization whose replica-hours match `target_replica_hours`.
 
     Replica-hours fall as the target utilization rises, so bisection on [0.05, 1.0]
@@ -372,9 +382,11 @@ def bisect_same_spend(setup: SimulationSetup, target_replica_hours: float, grid_
     low, high = 0.05, 1.0
     best: tuple[float, PolicyRun, PolicyScore] | None = None
     notes: list[str] = []
-    for _ in range(14):
+    for _ in range(BISECTION_STEPS):
         middle = (low + high) / 2
         run = run_hpa(setup, middle, "hpa_same_spend")
+        if progress is not None:
+            progress(1)
         score = score_run(run, grid_times, grid_load, step, setup)
         gap = abs(score.replica_hours - target_replica_hours)
         if best is None or gap < best[0]:
@@ -395,7 +407,16 @@ def bisect_same_spend(setup: SimulationSetup, target_replica_hours: float, grid_
     return run, score, notes
 
 
-def simulate(setup: SimulationSetup, progress: Callable[[int], None] | None = None) -> SimulationResult:
+def simulate(
+    setup: SimulationSetup,
+    progress: Callable[[int], None] | None = None,
+    baseline_progress: Callable[[int], None] | None = None,
+) -> SimulationResult:
+    """Run every policy on the setup's trace and score them on one grid.
+
+    `progress` receives tick counts of the predictive run; `baseline_progress` receives
+    one call per HPA run (the default target, then each bisection step).
+    """
     grid_times, grid_load, step = scoring_grid(setup)
     runs: dict[str, PolicyRun] = {}
     scores: dict[str, PolicyScore] = {}
@@ -405,9 +426,11 @@ def simulate(setup: SimulationSetup, progress: Callable[[int], None] | None = No
     scores["predictive"] = score_run(predictive, grid_times, grid_load, step, setup)
 
     runs["hpa"] = run_hpa(setup, setup.hpa_target_utilization_ratio)
+    if baseline_progress is not None:
+        baseline_progress(1)
     scores["hpa"] = score_run(runs["hpa"], grid_times, grid_load, step, setup)
 
-    same, same_score, notes = bisect_same_spend(setup, scores["predictive"].replica_hours, grid_times, grid_load, step)
+    same, same_score, notes = bisect_same_spend(setup, scores["predictive"].replica_hours, grid_times, grid_load, step, baseline_progress)
     same.notes.extend(notes)
     runs["hpa_same_spend"] = same
     scores["hpa_same_spend"] = same_score
