@@ -258,7 +258,15 @@ class ScalingPolicyController:
                 if exc.status == 410:
                     log.info("scaling policy watch expired; listing again", namespace=namespace, reason="gone")
                     continue
-                self._watch_failed(namespace, f"http_{exc.status}", str(exc.reason), delay)
+                message = str(exc.reason)
+                if exc.status == 403:
+                    message += (
+                        f"; the daemon's service account may not list and watch scalingpolicies in {namespace!r}. "
+                        f"Bind the ClusterRole there (a RoleBinding in {namespace!r} to the agent-autoscaler ClusterRole, "
+                        "as `agent-autoscaler manifests --target-namespace` renders) or remove the namespace from "
+                        "daemon.kubernetes.scaling_policy_namespaces"
+                    )
+                self._watch_failed(namespace, f"http_{exc.status}", message, delay)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 resource_version = None
                 self._watch_failed(namespace, type(exc).__name__, str(exc) or repr(exc), delay)

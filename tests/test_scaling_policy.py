@@ -364,6 +364,7 @@ async def test_unbound_namespace_retried(kube, trace_file):
     assert len(failures) >= 2
     assert {entry["namespace"] for entry in failures} == {"default"}
     assert {entry["reason"] for entry in failures} == {"http_403"}
+    assert "Bind the ClusterRole there" in failures[0]["error"]
 
 
 async def test_missing_target_not_ready(kube, trace_file):
