@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,18 @@ def decision(workload: str, replicas: int, spot: int = 0, reason: Reason = Reaso
         final_replicas=replicas, on_demand_replicas=replicas - spot, spot_replicas=spot, reason=reason,
         budget_tier="comfortable", budget_remaining_ratio=1.0,
     )
+
+
+def serve_policy_crd(server: Any, namespace_name: str, user: str = "scaler") -> None:
+    """Create the namespace, the ScalingPolicy CRD and the ClusterRole bound to `user`, and wait until the CRD is served."""
+    create(server, namespace(namespace_name))
+    create(server, deploy_documents("crd.yaml")[0])
+    create(server, deploy_cluster_role())
+    bind_cluster_role(server, namespace_name, user)
+    collection = f"/apis/scaling.agent-autoscaler.io/v1alpha1/namespaces/{namespace_name}/scalingpolicies"
+    for _ in range(100):  # a new CRD is served shortly after it is created
+        status, _ = server.request("GET", collection)
+        if status == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the ScalingPolicy CRD was not served in {namespace_name} within 10 s")

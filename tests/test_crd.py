@@ -3,7 +3,6 @@ the status subresource, and RBAC of the `scaler` user bound to the deploy/ Clust
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -24,15 +23,7 @@ COLLECTION = f"/apis/scaling.agent-autoscaler.io/v1alpha1/namespaces/{NAMESPACE}
 def kube(tmp_path_factory):
     realstack.require(realstack.find_kube_binaries(), "kube-apiserver and etcd")
     with realstack.kube_apiserver(tmp_path_factory.mktemp("kube")) as server:
-        kh.create(server, kh.namespace(NAMESPACE))
-        kh.create(server, kh.deploy_documents("crd.yaml")[0])
-        kh.create(server, kh.deploy_cluster_role())
-        kh.bind_cluster_role(server, NAMESPACE, "scaler")
-        for _ in range(100):  # a new CRD is served shortly after it is created
-            status, _ = server.request("GET", COLLECTION)
-            if status == 200:
-                break
-            time.sleep(0.1)
+        kh.serve_policy_crd(server, NAMESPACE)
         yield server
 
 
