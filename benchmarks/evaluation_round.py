@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import os
 import resource
 import time
