@@ -64,7 +64,7 @@ class Behavior(StrictModel):
 
 
 def kubernetes_hpa_default_behavior() -> Behavior:
-    """The behavior a Kubernetes HPA applies when its spec sets none (autoscaling/v2 defaults)."""
+    """Return the behavior a Kubernetes HPA applies when its spec sets none (autoscaling/v2 defaults)."""
     return Behavior(
         scale_up=ScalingRules(
             stabilization_window_seconds=0,
@@ -229,7 +229,7 @@ class SignalConfig(StrictModel):
 
 
 class ForecasterConfig(StrictModel):
-    """How the load signal is forecast."""
+    """Forecasting settings of the load signal."""
 
     model: ForecastModelName = Field(default="auto", description="auto picks by rolling-origin backtest (MASE); none disables forecasting.")
     resolution_seconds: int = Field(default=300, ge=1, description="History is averaged into buckets of this length before fitting.")
@@ -516,7 +516,7 @@ class AppConfig(StrictModel):
 
 
 class ConfigError(Exception):
-    """Raised with every problem found in one config file; `problems` holds one line each."""
+    """Raised with every problem found in one config file; `problems` contains one line each."""
 
     def __init__(self, path: Path | str, problems: list[str]):
         self.path = str(path)
@@ -539,7 +539,12 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{location or '<root>'}: {message.removeprefix('Value error, ')}"
     else:
         hint = "change the value"
-    shown = repr(value) if not isinstance(value, (dict, list, tuple)) else ("{...}" if isinstance(value, dict) else "[...]")
+    if isinstance(value, dict):
+        shown = "{...}"
+    elif isinstance(value, (list, tuple)):
+        shown = "[...]"
+    else:
+        shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return f"{location or '<root>'}: {message} (got {shown}); {hint}"
