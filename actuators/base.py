@@ -11,7 +11,7 @@ from runtime.model import Decision
 
 @dataclass(frozen=True, slots=True)
 class ReplicaStatus:
-    """Replica counts of one workload as the actuator sees them."""
+    """Replica counts of one workload as the actuator reads them."""
 
     requested: int  # spec.replicas: what was asked for
     provisioned: int  # pods that exist and cost money, ready or starting

@@ -28,7 +28,7 @@ def simulate(trace: Path, report: Path, extra: list[str], config: Path = ROOT / 
 
 
 def fourteen_day_trace(folder: Path) -> Path:
-    """The first 14 days of the NASA trace (20,160 one-minute rows)."""
+    """Write the first 14 days of the NASA trace (20,160 one-minute rows) and return its path."""
     source = (ROOT / "data" / "nasa_http_1995jul_1min.csv").read_text().splitlines()
     path = folder / "nasa_14d_1min.csv"
     path.write_text("\n".join(source[: 1 + 14 * 1440]) + "\n")

@@ -116,7 +116,7 @@ class PrometheusSourceConfig(StrictModel):
     poll_interval_seconds: float = Field(default=15.0, gt=0, description="Period of the instant query.")
     timeout_seconds: float = Field(default=10.0, gt=0, description="HTTP timeout of one query.")
     backoff_initial_seconds: float = Field(default=1.0, gt=0, description="First retry delay after a failed query; doubles up to backoff_max_seconds.")
-    backoff_max_seconds: float = Field(default=60.0, gt=0, description="Longest retry delay after repeated failures.")
+    backoff_max_seconds: float = Field(default=60.0, gt=0, description="Maximum retry delay after repeated failures.")
     bearer_token_file: Path | None = Field(default=None, description="File containing a bearer token.")
     bearer_token_env: str | None = Field(default=None, description="Environment variable containing a bearer token.")
     basic_auth_username: str | None = Field(default=None, description="User name for HTTP basic auth.")
@@ -187,7 +187,7 @@ class KafkaLagSourceConfig(KafkaConnectionConfig):
     stuck_partition_after_seconds: float | None = Field(default=300.0, gt=0, description="A partition with lag whose committed offset has not moved for this long is stuck and left out of the demand; none disables it.")
     poll_interval_seconds: float = Field(default=5.0, gt=0, description="Period of the offset queries.")
     rate_window_seconds: float = Field(default=60.0, gt=0, description="Window over which arrival and consumption rates are measured.")
-    backoff_max_seconds: float = Field(default=60.0, gt=0, description="Longest retry delay after repeated broker errors.")
+    backoff_max_seconds: float = Field(default=60.0, gt=0, description="Maximum retry delay after repeated broker errors.")
 
 
 class KafkaEventsSourceConfig(KafkaConnectionConfig):
@@ -260,8 +260,8 @@ class WorkloadConfig(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", description="Unique workload id used in logs and metrics.")
     target: TargetRef
     budget: str = Field(default="default", description="Name of the budget this workload spends from.")
-    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas the daemon ever requests.")
-    max_replicas: int = Field(gt=0, description="Most replicas the daemon ever requests.")
+    min_replicas: int = Field(default=1, ge=0, description="Minimum replica count the daemon requests.")
+    max_replicas: int = Field(gt=0, description="Maximum replica count the daemon requests.")
     capacity_per_replica: float = Field(gt=0, description="Load units per second one ready replica serves at full utilization.")
     target_utilization_ratio: float = Field(default=0.8, gt=0, le=1.0, description="Share of capacity_per_replica planned for, as an HPA utilization target.")
     fallback_target_utilization_ratio: float | None = Field(

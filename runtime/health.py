@@ -2,7 +2,7 @@
 
 /healthz returns 200 while the event loop serves requests, so a hung loop fails the liveness
 probe. /readyz returns 200 once the daemon's services run, on the leader and on
-standbys alike, and its JSON body says whether this process holds the Lease.
+standbys alike, and its JSON body reports whether this process is the Lease holder.
 """
 
 from __future__ import annotations

@@ -305,7 +305,7 @@ class KafkaEventsSource(SignalSource):
     async def run(self, sink: ObservationSink) -> None:
         # NOTE: while the broker is down, aiokafka's getmany retries inside and returns no
         # records, so no SOURCE_DOWN observation is sent. The signals become unknown once
-        # their last event is older than stale_after_seconds, and the workload holds from then.
+        # their last event is older than stale_after_seconds, and the workload keeps its count from then.
         failures = 0
         while True:
             consumer = self._consumer()

@@ -9,7 +9,7 @@ Policies compared on the same trace and the same scoring grid:
 - hpa_same_spend: the HPA with its target utilization bisected so that its replica-hours
   match the predictive policy's, so extra headroom cannot pass for foresight.
 - static_peak: the trace's peak load provisioned all the time.
-- oracle: a lower bound that knows the future and starts replicas exactly one lead early.
+- oracle: a lower bound that is given the future and starts replicas exactly one lead early.
 
 Every policy sees the load of the last completed trace interval, never the current one.
 The first part of the trace (the warm-up) only seeds the forecaster's history, as
@@ -111,7 +111,7 @@ class SimulationResult:
 def observed_load(trace: Trace, times: np.ndarray, window_seconds: float) -> np.ndarray:
     """Mean rate over the trace intervals completed in (t - window, t] for each t.
 
-    Only completed intervals count, so no policy sees load before it has arrived. When
+    Only completed intervals count, so no policy reads load before it has arrived. When
     the window is shorter than one interval, the last completed interval is used.
     """
     return observed_load_with_centres(trace, times, window_seconds)[0]

@@ -123,7 +123,7 @@ async def test_no_commits_follow_reset_policy(broker):
     latest = await poll(KafkaLagSource("w", lag_config(broker.bootstrap, unique("g"), topic, offset_reset_policy="latest"), signals))
     assert latest["lag"].validity is Validity.OK
     assert latest["lag"].value == 0.0
-    # Zero by the reset policy, but a mistyped group_id looks the same, so the detail says so.
+    # Zero by the reset policy, but a mistyped group_id looks the same, so the detail reports it.
     assert "no committed offset on any partition" in latest["lag"].detail
     earliest = await poll(KafkaLagSource("w", lag_config(broker.bootstrap, unique("g"), topic, offset_reset_policy="earliest"), signals))
     # 60 records left on partition 0 after deletion, 50 on partition 1, none on partition 2.

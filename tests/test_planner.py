@@ -149,7 +149,7 @@ def test_restart_keeps_scale_down_window():
 
 
 def test_held_tick_does_not_block_scale_up():
-    # The first tick has no sample and holds 2; the next, with load for 9, must not be
+    # The first tick has no sample and keeps 2; the next, with load for 9, must not be
     # stabilized down to the held 2 by the 60 s scale-up window.
     settings = default_behavior_settings(use_forecast=False)
     held, state = run(settings, {}, 2)
